@@ -7,7 +7,8 @@ callers branch on `reason`, never on message text. Messages never contain card d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import grpc
 from google.protobuf import any_pb2
@@ -22,7 +23,7 @@ class MeshError(Exception):
     reason: str
     message: str
     field: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = dataclass_field(default_factory=dict)
     retryable: bool = False
 
     def __post_init__(self) -> None:
