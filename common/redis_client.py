@@ -1,0 +1,31 @@
+"""The Redis client of a process, standalone or Cluster, from settings (one pool per process)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common.config import RedisSettings
+
+
+def create_redis(settings: RedisSettings) -> Redis | RedisCluster:
+    password = settings.password.get_secret_value() if settings.password else None
+    # Retries only re-send after a connection error *before* a reply; money scripts are additionally
+    # idempotent by reference id, so a re-sent script cannot apply twice.
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.01), retries=3)
+    common = dict(
+        password=password,
+        socket_timeout=settings.socket_timeout_seconds,
+        socket_connect_timeout=settings.socket_timeout_seconds,
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    url = settings.url
+    if settings.tls and url.startswith("redis://"):
+        url = "rediss://" + url[len("redis://"):]
+    if settings.cluster:
+        return RedisCluster.from_url(url, max_connections=settings.max_connections, **common)
+    return Redis.from_url(url, max_connections=settings.max_connections, **common)

@@ -1,0 +1,172 @@
+"""Server bootstrap shared by every service: grpc.aio server, the mesh interceptor (auth, errors,
+deadlines, metrics, logs), gRPC health, server reflection, graceful SIGTERM drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from common.auth import ApiKeyAuthenticator
+from common.config import GrpcSettings
+from common.context import CallContext, bind_call, unbind_call
+from common.errors import MeshError
+from common.telemetry import RpcMetrics
+
+log = logging.getLogger("giftcard.rpc")
+
+# Only the mesh's own APIs need a merchant key; health and reflection stay open for probes/grpcurl.
+PROTECTED_PREFIX = "/giftcard."
+
+
+def _split_method(full_method: str) -> tuple[str, str]:
+    service, _, rpc = full_method.rpartition("/")
+    return service.lstrip("/"), rpc
+
+
+class MeshInterceptor(grpc.aio.ServerInterceptor):
+    """The one place where a call is authenticated, bounded by its deadline, measured, logged, and
+    where `MeshError`s become `google.rpc.Status` with ErrorInfo details."""
+
+    def __init__(
+        self, authenticator: ApiKeyAuthenticator, metrics: RpcMetrics | None, default_deadline: float
+    ) -> None:
+        self._authenticator = authenticator
+        self._metrics = metrics
+        self._default_deadline = default_deadline
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(PROTECTED_PREFIX) or handler.unary_unary is None:
+            return handler
+        behaviour = handler.unary_unary
+        service, rpc = _split_method(method)
+
+        async def guarded(request, context: grpc.aio.ServicerContext):
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                merchant_id = self._authenticator.authenticate(context.invocation_metadata())
+                remaining = context.time_remaining()
+                if remaining is None or remaining > 1e9:
+                    remaining = self._default_deadline
+                if remaining <= 0:
+                    raise MeshError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline already expired")
+                call = CallContext(
+                    merchant_id=merchant_id,
+                    deadline=time.monotonic() + remaining,
+                    authorization=_authorization(context.invocation_metadata()),
+                )
+                token = bind_call(call)
+                try:
+                    async with asyncio.timeout(remaining):
+                        return await behaviour(request, context)
+                finally:
+                    unbind_call(token)
+            except MeshError as error:
+                code = error.code
+                status = rpc_status.to_status(error.to_status())
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            except TimeoutError:
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                await context.abort(code, "deadline exceeded")
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # the last line of defence: never crash, never leak details
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error", extra={"rpc": method})
+                error = MeshError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
+                status = rpc_status.to_status(error.to_status())
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                elapsed = time.perf_counter() - started
+                if self._metrics is not None:
+                    self._metrics.observe(service, rpc, code.name, elapsed)
+                log.debug("rpc", extra={"rpc": method, "code": code.name, "latency_ms": round(elapsed * 1000, 3)})
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _authorization(metadata) -> str:
+    for name, value in metadata or ():
+        if name.lower() == "authorization":
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return ""
+
+
+def server_options(settings: GrpcSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 1),
+    ]
+
+
+class MeshServer:
+    """A grpc.aio server with health and reflection, serving the given services."""
+
+    def __init__(
+        self,
+        settings: GrpcSettings,
+        interceptors: Sequence[grpc.aio.ServerInterceptor],
+        registrations: Sequence[Callable[[grpc.aio.Server], None]],
+        service_names: Sequence[str],
+    ) -> None:
+        self.settings = settings
+        self.server = grpc.aio.server(interceptors=list(interceptors), options=server_options(settings))
+        for register in registrations:
+            register(self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = list(service_names)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind {settings.host}:{settings.port}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in [*self.service_names, ""]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING, refuse new calls, let in-flight calls finish within grace."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+
+
+async def run_until_signalled(servers: Sequence[MeshServer], on_stop: Callable[[], object] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain every server and return (exit code 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining in-flight calls")
+    await asyncio.gather(*(server.stop() for server in servers))
+    if on_stop is not None:
+        result = on_stop()
+        if asyncio.iscoroutine(result):
+            await result
