@@ -140,8 +140,8 @@ spec:
               valueFrom:
                 fieldRef:
                   fieldPath: metadata.name
-            - name: OTEL_SERVICE_NAME
-              value: {{ $name | quote }}
+            - name: GIFTCARD_TELEMETRY__SERVICE_NAME
+              value: {{ ternary "giftcard" (printf "giftcard-%s" $component) (eq $component "all") | quote }}
             - name: OTEL_RESOURCE_ATTRIBUTES
               value: {{ printf "service.namespace=giftcard,service.version=%s,k8s.namespace.name=%s,k8s.pod.name=$(POD_NAME)" $root.Chart.AppVersion $root.Release.Namespace | quote }}
             {{- with $v.extraEnv }}
