@@ -72,22 +72,14 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                         return await behaviour(request, context)
                 finally:
                     unbind_call(token)
-            except MeshError as error:
-                code = error.code
-                status = rpc_status.to_status(error.to_status())
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            except TimeoutError:
-                code = grpc.StatusCode.DEADLINE_EXCEEDED
-                await context.abort(code, "deadline exceeded")
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
-            except Exception as exc:  # the last line of defence: never crash, never leak details
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unhandled error", extra={"rpc": method})
-                error = MeshError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # every failure leaves as a clean google.rpc.Status
+                error = _as_mesh_error(exc, method)
+                code = error.code
                 status = rpc_status.to_status(error.to_status())
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
@@ -101,6 +93,18 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _as_mesh_error(exc: Exception, method: str) -> MeshError:
+    if isinstance(exc, MeshError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return MeshError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline exceeded")
+    if isinstance(exc, NotImplementedError):
+        return MeshError(grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED", "this RPC is not implemented yet")
+    # The last line of defence: never crash, never leak details (they could hold request data).
+    log.exception("unhandled error", extra={"rpc": method})
+    return MeshError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error", retryable=True)
 
 
 def _authorization(metadata) -> str:

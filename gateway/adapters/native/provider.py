@@ -1,0 +1,114 @@
+"""The native provider: the gateway port over the in-house Redis ledger (NativeLedger).
+
+Everything is native here: real holds, partial redeem, tip, reversal by reference id, cash-out,
+exchange, activation. Allocation of e-gift numbers belongs to the fulfillment issue.
+"""
+
+from __future__ import annotations
+
+from common.errors import invalid_argument
+from common.money import Money
+from gateway.adapters.native.ledger import LedgerResult, NativeLedger
+from gateway.ports import (
+    BalanceInfo,
+    Capabilities,
+    CardId,
+    OperationResult,
+    Reversal,
+    UnsupportedOperations,
+)
+
+CAPABILITIES = Capabilities(
+    hold_mode="native", partial_hold=True, partial_redeem=True, tip=True, reverse_by_reference=True,
+    cash_out=True, exchange=True, allocate=False, claim_links=False, activate=True, credit=True,
+    issue_value=False, pin_required=False,
+)
+
+
+def _number(card: CardId, field: str = "card") -> str:
+    if card.kind != "card_number":
+        raise invalid_argument(f"{field}.{card.kind}", "the native provider identifies cards by card_number")
+    return card.value
+
+
+def _result(card: CardId, result: LedgerResult, open_minor: int | None = None) -> OperationResult:
+    return OperationResult(
+        provider_transaction_id=result.transaction_id,
+        amount=Money(result.amount_minor, result.currency),
+        balance=Money(result.balance_minor, result.currency),
+        masked_number=card.masked,
+        replayed=bool(result.extra.get("replayed")),
+        hold_id=result.hold_id,
+        open=Money(open_minor, result.currency) if open_minor is not None else None,
+    )
+
+
+class NativeProvider(UnsupportedOperations):
+    name = "native"
+    capabilities = CAPABILITIES
+
+    def __init__(self, ledger: NativeLedger) -> None:
+        self._ledger = ledger
+
+    async def balance(self, merchant, card):
+        state = await self._ledger.get_card(merchant, _number(card), pin=card.pin)
+        return BalanceInfo(
+            masked_number=state.masked_number, status=state.status,
+            balance=Money(state.balance_minor, state.currency), held=Money(state.held_minor, state.currency),
+        )
+
+    async def place_hold(self, merchant, reference_id, card, amount, *, allow_partial, expires_at_ms):
+        result = await self._ledger.hold(
+            merchant, _number(card), amount.amount_minor, amount.currency,
+            allow_partial=allow_partial, expires_at_ms=expires_at_ms, client_txn_id=reference_id, pin=card.pin,
+        )
+        return _result(card, result, open_minor=result.amount_minor)
+
+    async def capture_hold(self, merchant, reference_id, card, hold_id, amount, *, release_remainder):
+        result = await self._ledger.capture(
+            merchant, _number(card), hold_id, amount.amount_minor,
+            client_txn_id=reference_id, release_remainder=release_remainder,
+        )
+        return _result(card, result, open_minor=int(result.extra.get("open_minor", 0)))
+
+    async def release_hold(self, merchant, reference_id, card, hold_id, amount):
+        result = await self._ledger.release(
+            merchant, _number(card), hold_id, amount.amount_minor if amount else None,
+            client_txn_id=reference_id,
+        )
+        return _result(card, result, open_minor=int(result.extra.get("open_minor", 0)))
+
+    async def redeem(self, merchant, reference_id, card, amount, *, tip, allow_partial):
+        result = await self._ledger.redeem(
+            merchant, _number(card), amount.amount_minor, amount.currency, partial=allow_partial,
+            tip_minor=tip.amount_minor if tip else 0, client_txn_id=reference_id, pin=card.pin,
+        )
+        return _result(card, result)
+
+    async def credit(self, merchant, reference_id, card, amount, *, kind):
+        result = await self._ledger.credit(
+            merchant, _number(card), amount.amount_minor, amount.currency, client_txn_id=reference_id, kind=kind
+        )
+        return _result(card, result)
+
+    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
+        result = await self._ledger.reverse(
+            merchant, _number(card), transaction_id=provider_transaction_id, client_txn_id=original_reference_id
+        )
+        return Reversal(result=_result(card, result), reversed=result.amount_minor > 0 or bool(result.extra.get("reversed")))
+
+    async def activate(self, merchant, reference_id, card, amount, *, promo_code):
+        result = await self._ledger.activate(
+            merchant, _number(card), amount.amount_minor, amount.currency, pin=card.pin, client_txn_id=reference_id
+        )
+        return _result(card, result)
+
+    async def cash_out(self, merchant, reference_id, card):
+        result = await self._ledger.cash_out(merchant, _number(card), client_txn_id=reference_id)
+        return _result(card, result)
+
+    async def exchange(self, merchant, reference_id, from_card, to_card):
+        result = await self._ledger.exchange(
+            merchant, _number(from_card, "from_card"), _number(to_card, "to_card"), client_txn_id=reference_id
+        )
+        return _result(from_card, result)

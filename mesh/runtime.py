@@ -1,0 +1,124 @@
+"""Builds and runs the mesh: every service in one process (all-in-one, the default) or a chosen
+subset, each depending on the others through one client interface: a direct in-process call when
+the other service runs here, a gRPC stub to `endpoints.<name>` when it runs elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import CollectorRegistry, start_http_server
+
+from common.auth import DEV_API_KEY, DEV_MERCHANT_ID, ApiKeyAuthenticator, key_digest
+from common.config import MerchantSettings, Settings
+from common.idempotency import IdempotencyStore
+from common.redis_client import create_redis
+from common.server import MeshInterceptor, MeshServer
+from common.service_client import GrpcClient, InProcessClient
+from common.telemetry import RpcMetrics, build_tracer_provider
+from gateway.providers import ProviderFactory
+from gateway.routing import ProviderRouter
+from gateway.servicer import GatewayServicer
+from mesh.demo import seed_demo_cards
+from mesh.services import NOT_YET_IMPLEMENTED, SPECS
+from services.balance.logic import BalanceLogic
+from services.balance.servicer import BalanceServicer
+
+log = logging.getLogger("giftcard.mesh")
+
+ALL_SERVICES: tuple[str, ...] = tuple(SPECS)
+
+
+def with_dev_merchant(settings: Settings) -> Settings:
+    """Dev mode accepts the demo merchant with its well-known key (README); never otherwise."""
+    if settings.security.dev_mode and DEV_MERCHANT_ID not in settings.merchants:
+        settings.merchants[DEV_MERCHANT_ID] = MerchantSettings(api_key_sha256=[key_digest(DEV_API_KEY)])
+    return settings
+
+
+class MeshRuntime:
+    def __init__(
+        self, settings: Settings, services: Sequence[str] = ALL_SERVICES,
+        span_exporters: list[SpanExporter] | None = None,
+    ) -> None:
+        unknown = set(services) - set(SPECS)
+        if unknown:
+            raise ValueError(f"unknown services: {sorted(unknown)}")
+        self.settings = with_dev_merchant(settings)
+        self.services = [name for name in SPECS if name in services]
+        self.tracer_provider = build_tracer_provider(settings.telemetry, span_exporters)
+        self.registry = CollectorRegistry()
+        self.metrics = RpcMetrics(self.registry)
+        self.redis = create_redis(settings.redis)
+        self.idempotency = IdempotencyStore(
+            self.redis, ttl_seconds=settings.idempotency.ttl_seconds,
+            lease_seconds=settings.idempotency.lease_seconds, fingerprint_key=settings.card_hash_key,
+        )
+        self.providers = ProviderFactory(self.redis, settings)
+        self._channels: list[grpc.aio.Channel] = []
+        self._servicers: dict[str, object] = {}
+        self._metrics_server = None
+        for name in self.services:
+            self._servicers[name] = self._build(name)
+        self.server = MeshServer(
+            settings.grpc,
+            interceptors=[
+                aio_server_interceptor(tracer_provider=self.tracer_provider),
+                MeshInterceptor(
+                    ApiKeyAuthenticator({m: s.api_key_sha256 for m, s in self.settings.merchants.items()}),
+                    self.metrics, settings.grpc.default_deadline_seconds,
+                ),
+            ],
+            registrations=[
+                (lambda server, n=name: SPECS[n].add_to_server(self._servicers[n], server))
+                for name in self.services
+            ],
+            service_names=[SPECS[name].full_name for name in self.services],
+        )
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def client(self, name: str):
+        """How this process reaches service `name`: in-process if it runs here, else over gRPC."""
+        if name in self._servicers:
+            return InProcessClient(self._servicers[name])
+        endpoint = self.settings.endpoints.get(name)
+        if not endpoint:
+            raise ValueError(f"service {name} is not served here and endpoints.{name} is not configured")
+        channel = grpc.aio.insecure_channel(
+            endpoint, interceptors=aio_client_interceptors(tracer_provider=self.tracer_provider)
+        )
+        self._channels.append(channel)
+        return GrpcClient(channel, SPECS[name].stub)
+
+    def _build(self, name: str) -> object:
+        if name == "gateway":
+            return GatewayServicer(ProviderRouter(self.settings.merchants, self.providers.create))
+        if name == "balance":
+            return BalanceServicer(BalanceLogic(self.client("gateway")))
+        return NOT_YET_IMPLEMENTED[name]()
+
+    async def start(self) -> None:
+        if "gateway" in self.services and self.settings.security.dev_mode:
+            await seed_demo_cards(self.providers.native_ledger, self.settings.demo)
+        await self.server.start()
+        if self.settings.metrics.enabled:
+            self._metrics_server, _ = start_http_server(
+                self.settings.metrics.port, self.settings.metrics.host, registry=self.registry
+            )
+        log.info("serving", extra={"services": self.services, "port": self.port})
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.server.stop(grace)
+        await self.idempotency.drain()
+        for channel in self._channels:
+            await channel.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        await self.redis.aclose()
+        self.tracer_provider.shutdown()

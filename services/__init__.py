@@ -1,0 +1,1 @@
+"""The mesh's business services. They reach the gateway only through its client interface."""

@@ -1,0 +1,1 @@
+"""BalanceService: card status, available balance, tender planning."""
