@@ -16,6 +16,7 @@ from common.auth import DEV_API_KEY, DEV_MERCHANT_ID, ApiKeyAuthenticator, key_d
 from common.config import MerchantSettings, Settings
 from common.idempotency import IdempotencyStore
 from common.redis_client import create_redis
+from common.sealing import Sealer
 from common.server import MeshInterceptor, MeshServer
 from common.service_client import GrpcClient, InProcessClient
 from common.telemetry import RpcMetrics, build_tracer_provider
@@ -57,6 +58,7 @@ class MeshRuntime:
             self.redis, ttl_seconds=settings.idempotency.ttl_seconds,
             lease_seconds=settings.idempotency.lease_seconds, fingerprint_key=settings.card_hash_key,
         )
+        self.sealer = Sealer(settings.card_hash_key)
         self.providers = ProviderFactory(self.redis, settings)
         self._channels: list[grpc.aio.Channel] = []
         self._servicers: dict[str, object] = {}
