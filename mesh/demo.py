@@ -23,5 +23,5 @@ async def seed_demo_cards(ledger, demo: DemoSettings) -> int:
         except MeshError as error:
             if error.reason != "CARD_ALREADY_EXISTS":
                 raise
-    log.info("demo cards ready", extra={"created": created, "configured": len(demo.cards)})
+    log.info("demo cards ready", extra={"cards_created": created, "cards_configured": len(demo.cards)})
     return created
