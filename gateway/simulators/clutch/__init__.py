@@ -1,0 +1,5 @@
+"""Clutch gift card sandbox (see WIRE.md)."""
+
+from .app import SIMULATOR, ClutchSimulator
+
+__all__ = ["SIMULATOR", "ClutchSimulator"]

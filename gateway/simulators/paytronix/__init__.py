@@ -1,0 +1,5 @@
+"""Paytronix gift service sandbox (see WIRE.md)."""
+
+from .app import SIMULATOR, PaytronixSimulator
+
+__all__ = ["SIMULATOR", "PaytronixSimulator"]

@@ -1,0 +1,5 @@
+"""SmartClixx gift card sandbox (see WIRE.md)."""
+
+from .app import SIMULATOR, SmartClixxSimulator
+
+__all__ = ["SIMULATOR", "SmartClixxSimulator"]
