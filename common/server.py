@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from common.auth import ApiKeyAuthenticator
@@ -22,6 +23,8 @@ from common.errors import MeshError
 from common.telemetry import RpcMetrics
 
 log = logging.getLogger("giftcard.rpc")
+
+_UNDECODABLE = object()
 
 # Only the mesh's own APIs need a merchant key; health and reflection stay open for probes/grpcurl.
 PROTECTED_PREFIX = "/giftcard."
@@ -49,13 +52,27 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not method.startswith(PROTECTED_PREFIX) or handler.unary_unary is None:
             return handler
         behaviour = handler.unary_unary
+        deserialize = handler.request_deserializer
         service, rpc = _split_method(method)
+
+        def tolerant_deserializer(data: bytes):
+            # A body that is not a valid message (e.g. bad UTF-8 in a string) becomes a clean
+            # INVALID_ARGUMENT below instead of grpc's UNKNOWN with parser internals.
+            try:
+                return deserialize(data) if deserialize else data
+            except DecodeError:
+                return _UNDECODABLE
 
         async def guarded(request, context: grpc.aio.ServicerContext):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
                 merchant_id = self._authenticator.authenticate(context.invocation_metadata())
+                if request is _UNDECODABLE:
+                    raise MeshError(
+                        grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST",
+                        "request is not a valid message (bad encoding or invalid UTF-8 in a string field)",
+                    )
                 remaining = context.time_remaining()
                 if remaining is None or remaining > 1e9:
                     remaining = self._default_deadline
@@ -90,7 +107,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=tolerant_deserializer,
             response_serializer=handler.response_serializer,
         )
 

@@ -194,3 +194,32 @@ async def test_an_expired_deadline_changes_nothing(mesh):
             balance_pb2.GetBalanceRequest(card=card_pb2.CardRef(card_number=CARD_100)), metadata=auth(), timeout=0.000001
         )
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def raw_get_balance(mesh):
+    """GetBalance taking raw bytes, to send what no generated stub would."""
+    channel = mesh.channel("balance")
+    return channel.unary_unary(
+        "/giftcard.balance.v1.BalanceService/GetBalance",
+        request_serializer=lambda body: body, response_deserializer=lambda body: body,
+    )
+
+
+async def test_invalid_utf8_in_a_card_number_is_a_clean_invalid_argument(mesh):
+    card = b"\x0a\x04\xff\xfe\xfd\xfc"  # CardRef.card_number = 4 bytes of invalid UTF-8
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await raw_get_balance(mesh)(b"\x0a" + bytes([len(card)]) + card, metadata=auth(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(caught.value)[0] == "MALFORMED_REQUEST"
+
+
+async def test_messages_over_the_size_limit_are_refused(mesh):
+    oversize = b"\x0a\x80\x80\x80\x01" + b"\x00" * (2 * 1024 * 1024)  # 2 MiB > 1 MiB default
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await raw_get_balance(mesh)(oversize, metadata=auth(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The server is still fine afterwards.
+    reply = await mesh.stub("balance").GetBalance(
+        balance_pb2.GetBalanceRequest(card=card_pb2.CardRef(card_number=CARD_100)), metadata=auth(), timeout=5
+    )
+    assert reply.available.amount_minor == 10000
