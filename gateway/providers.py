@@ -11,7 +11,7 @@ from gateway.ports import Provider
 class ProviderFactory:
     def __init__(self, redis, settings: Settings) -> None:
         self.native_ledger = NativeLedger(redis, settings.card_hash_key)
-        self._native = NativeProvider(self.native_ledger)
+        self._native = NativeProvider.from_settings(self.native_ledger, redis, settings)
 
     def create(self, merchant_id: str, profile: ProviderProfile) -> Provider:
         if profile.provider == "native":

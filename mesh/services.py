@@ -57,7 +57,6 @@ SPECS: dict[str, ServiceSpec] = {
 # Generated base servicers: every RPC raises NotImplementedError -> UNIMPLEMENTED (see interceptor).
 NOT_YET_IMPLEMENTED = {
     "authorization": authorization_pb2_grpc.AuthorizationServiceServicer,
-    "fulfillment": fulfillment_pb2_grpc.FulfillmentServiceServicer,
     "settlement": settlement_pb2_grpc.SettlementServiceServicer,
     "refund": refund_pb2_grpc.RefundServiceServicer,
 }

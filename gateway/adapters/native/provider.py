@@ -1,15 +1,17 @@
 """The native provider: the gateway port over the in-house Redis ledger (NativeLedger).
 
 Everything is native here: real holds, partial redeem, tip, reversal by reference id, cash-out,
-exchange, activation. Allocation of e-gift numbers belongs to the fulfillment issue.
+exchange, activation, and allocation of e-gift numbers from a card program (see `allocate`).
 """
 
 from __future__ import annotations
 
 from common.errors import invalid_argument
 from common.money import Money
+from gateway.adapters.native.allocation import AllocationStore, CardPrograms
 from gateway.adapters.native.ledger import LedgerResult, NativeLedger
 from gateway.ports import (
+    Allocation,
     BalanceInfo,
     Capabilities,
     CardId,
@@ -20,7 +22,7 @@ from gateway.ports import (
 
 CAPABILITIES = Capabilities(
     hold_mode="native", partial_hold=True, partial_redeem=True, tip=True, reverse_by_reference=True,
-    cash_out=True, exchange=True, allocate=False, claim_links=False, activate=True, credit=True,
+    cash_out=True, exchange=True, allocate=True, claim_links=True, activate=True, credit=True,
     issue_value=False, pin_required=False,
 )
 
@@ -47,8 +49,22 @@ class NativeProvider(UnsupportedOperations):
     name = "native"
     capabilities = CAPABILITIES
 
-    def __init__(self, ledger: NativeLedger) -> None:
+    def __init__(
+        self, ledger: NativeLedger, *, programs: CardPrograms | None = None,
+        allocations: AllocationStore | None = None,
+    ) -> None:
         self._ledger = ledger
+        self._programs = programs or CardPrograms({})
+        self._allocations = allocations
+
+    @classmethod
+    def from_settings(cls, ledger: NativeLedger, redis, settings) -> "NativeProvider":
+        """The provider with the card programs of every merchant's native profile
+        (`providers[].options.programs`) and an allocation store sealed with the card hash key."""
+        return cls(
+            ledger, programs=CardPrograms.from_settings(settings),
+            allocations=AllocationStore(redis, settings.card_hash_key),
+        )
 
     async def balance(self, merchant, card):
         state = await self._ledger.get_card(merchant, _number(card), pin=card.pin)
@@ -102,6 +118,40 @@ class NativeProvider(UnsupportedOperations):
             merchant, _number(card), amount.amount_minor, amount.currency, pin=card.pin, client_txn_id=reference_id
         )
         return _result(card, result)
+
+    async def allocate(self, merchant, reference_id, program_id, amount):
+        """A new inactive card of the program: a Luhn-valid number under the program's prefix and a
+        random PIN / CVV2 (secrets module), provisioned in the ledger. Claim-link programs also
+        activate and load it here (like Radial FundAndActivate) and hand out a claim URL and a
+        proxy number instead of the number and PIN.
+
+        Idempotent by reference_id: the credentials are written (sealed) BEFORE the card is
+        provisioned, so a retry after a crash anywhere in here returns the same card, never a
+        second one (AllocationStore)."""
+        if self._allocations is None:
+            return await super().allocate(merchant, reference_id, program_id, amount)
+        program = self._programs.get(merchant, program_id)
+        creds, replayed = await self._allocations.reserve(self._ledger, merchant, reference_id, program)
+        await self._allocations.provision(self._ledger, merchant, creds, amount.currency)
+        masked = CardId("card_number", creds.card_number).masked
+        if not program.claim_links:
+            return Allocation(
+                result=OperationResult(
+                    provider_transaction_id="", amount=Money(0, amount.currency),
+                    masked_number=masked, balance=Money(0, amount.currency), status="inactive",
+                    replayed=replayed,
+                ),
+                card_number=creds.card_number, pin=creds.pin, cvv2=creds.cvv2,
+            )
+        card = CardId("card_number", creds.card_number)
+        loaded = await self._ledger.activate(
+            merchant, creds.card_number, amount.amount_minor, amount.currency,
+            client_txn_id=reference_id,
+        )
+        return Allocation(
+            result=_result(card, loaded), claim_url=creds.claim_url,
+            proxy_number=creds.proxy_number, activated=True,
+        )
 
     async def cash_out(self, merchant, reference_id, card):
         result = await self._ledger.cash_out(merchant, _number(card), client_txn_id=reference_id)

@@ -1,0 +1,1 @@
+"""FulfillmentService: physical activation, e-gift issuance, claim links, exchange, order events."""
