@@ -29,7 +29,9 @@ class RunningSimulator:
 
     def __init__(self, simulator: Simulator, host: str = "127.0.0.1", port: int = 0) -> None:
         self.simulator = simulator
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when the
+        # listening socket says TCP explicitly; without it every reply waits ~40 ms on delayed ACKs.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
