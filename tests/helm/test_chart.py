@@ -2,9 +2,12 @@
 objects promise (probes, hardening, resources, autoscaling, disruption budgets, network isolation,
 graceful termination, secrets), plus the Dockerfile the chart deploys by default.
 
-Every value set in conftest.VALUE_SETS is rendered with the real helm binary; each manifest is
+Every value set in helm_support.VALUE_SETS is rendered with the real helm binary; each manifest is
 validated against the Kubernetes OpenAPI schemas shipped in `kubernetes-validate` (strict: unknown
 fields fail), for the oldest Kubernetes the chart supports and the newest schemas available.
+Two tests go past the YAML: the bundled Redis command line and probe run on a real redis-server,
+and the all-in-one pod's args, env and files start the real `giftcard` entry point, which must
+answer the grpc.health.v1 probe and drain on SIGTERM within the termination grace period.
 """
 
 from __future__ import annotations
@@ -14,13 +17,19 @@ import ipaddress
 import json
 import os
 import re
-import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import redis as redis_py
 import yaml
 from kubernetes_validate.utils import all_versions
 
@@ -154,6 +163,12 @@ def ingress_sources(manifests: list[dict], labels: dict[str, str], port: int) ->
     return sources
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def quantity(value: str | int | float) -> float:
     """A Kubernetes quantity as a float of base units (cores or bytes)."""
     text = str(value)
@@ -166,6 +181,26 @@ def quantity(value: str | int | float) -> float:
 def rendered_config(manifests: list[dict]) -> dict:
     (config_map,) = of_kind(manifests, "ConfigMap")
     return yaml.safe_load(config_map["data"]["config.yaml"])
+
+
+def pod_environment(manifests: list[dict], container: dict, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The environment Kubernetes would give the container (secretKeyRef resolved, fieldRef faked)."""
+    env: dict[str, str] = {}
+    for variable, entry in env_of(container).items():
+        if "value" in entry:
+            env[variable] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), entry["value"])
+        elif "secretKeyRef" in entry.get("valueFrom", {}):
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[variable] = secrets[ref["name"]][ref["key"]]
+        else:
+            env[variable] = "pod-0"  # fieldRef (downward API)
+    return env
+
+
+def rendered_secrets(manifests: list[dict]) -> dict[str, dict[str, str]]:
+    return {s["metadata"]["name"]: {**s.get("stringData", {}),
+                                    **{k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()}}
+            for s in of_kind(manifests, "Secret")}
 
 
 @pytest.fixture(params=list(VALUE_SETS))
@@ -468,6 +503,48 @@ def test_bundled_redis_is_durable_password_protected_and_wired_in(rendered_sets:
         assert env["GIFTCARD_REDIS__PASSWORD"]["valueFrom"]["secretKeyRef"] == redis_secret
 
 
+def test_bundled_redis_command_line_runs_on_a_real_redis_server_and_its_probe_passes(
+    rendered_sets: dict[str, list[dict]], tmp_path: Path
+) -> None:
+    """The rendered redis-server arguments and probe command work as written (Kubernetes
+    expands $(REDIS_PASSWORD); here it is substituted the same way)."""
+    (redis,) = of_kind(rendered_sets["bundled-redis"], "StatefulSet")
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    password = "probe-test-password"
+    args = [a.replace("$(REDIS_PASSWORD)", password).replace("/data", str(tmp_path)) for a in container["args"]]
+    server = os.environ.get("GIFTCARD_TEST_REDIS_SERVER") or shutil.which("redis-server")
+    assert server, "redis-server is not installed (make test installs it)"
+    port = free_port()
+    proc = subprocess.Popen([server, *args, "--port", str(port), "--bind", "127.0.0.1"], stdout=subprocess.DEVNULL)
+    try:
+        client = redis_py.Redis(port=port, password=password, decode_responses=True)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis_py.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert client.config_get("save") == {"save": ""}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        with pytest.raises(redis_py.AuthenticationError):
+            redis_py.Redis(port=port).ping()
+        client.close()
+        probe = container["readinessProbe"]["exec"]["command"]
+        assert probe == container["livenessProbe"]["exec"]["command"]
+        env = {"PATH": os.environ["PATH"], "REDISCLI_AUTH": password}
+        script = probe[2].replace("redis-cli", f"redis-cli -p {port}")
+        assert subprocess.run([*probe[:2], script], env=env, timeout=10).returncode == 0
+        env["REDISCLI_AUTH"] = "wrong"
+        assert subprocess.run([*probe[:2], script], env=env, timeout=10).returncode != 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_config_change_rolls_the_pods(render: Callable[..., list[dict]], rendered_sets: dict[str, list[dict]]) -> None:
     def checksums(manifests: list[dict]) -> dict[str, str]:
         return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
@@ -487,9 +564,7 @@ def test_the_app_loads_the_rendered_config_env_and_merchants(
     from common.config import load_settings
 
     manifests = rendered_sets[name]
-    secrets = {s["metadata"]["name"]: {**s.get("stringData", {}), **{
-        k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()}}
-        for s in of_kind(manifests, "Secret")}
+    secrets = rendered_secrets(manifests)
     # existingSecret sets: stand-ins for what the operator's Secrets would hold.
     secrets.setdefault("giftcard-redis", {"password": "s3cret"})
     secrets.setdefault("giftcard-card-hash-key", {"key": "k" * 48})
@@ -504,14 +579,7 @@ def test_the_app_loads_the_rendered_config_env_and_merchants(
         merchants_file.write_text(secrets[merchants_volume["secretName"]][merchants_volume["items"][0]["key"]])
         for variable in [v for v in os.environ if v.startswith("GIFTCARD_")]:
             monkeypatch.delenv(variable)
-        for variable, entry in env_of(container).items():
-            if "value" in entry:
-                value = entry["value"]
-            elif "secretKeyRef" in entry.get("valueFrom", {}):
-                ref = entry["valueFrom"]["secretKeyRef"]
-                value = secrets[ref["name"]][ref["key"]]
-            else:
-                value = "pod-0"  # fieldRef (downward API)
+        for variable, value in pod_environment(manifests, container, secrets).items():
             monkeypatch.setenv(variable, value)
         assert container["env"][0] == {"name": "GIFTCARD_CONFIG", "value": "/etc/giftcard/config.yaml"}
         monkeypatch.setenv("GIFTCARD_CONFIG", str(config_file))
@@ -532,6 +600,62 @@ def test_the_app_loads_the_rendered_config_env_and_merchants(
             clutch = settings.merchants["clutch-retailer"]
             assert [(p.provider, p.card_prefixes) for p in clutch.providers] == [("clutch", ["603953"]), ("native", [])]
             assert clutch.redemption_mode == "PARTIAL"
+
+
+def test_the_rendered_all_in_one_pod_starts_answers_its_grpc_probe_and_drains_on_sigterm(
+    rendered_sets: dict[str, list[dict]], redis_url: str, tmp_path: Path
+) -> None:
+    """The image's entry point run with the pod's args, env and files: it binds the probe port,
+    reports SERVING on grpc.health.v1 (what the kubelet's grpc probe calls), and on SIGTERM exits 0
+    well within terminationGracePeriodSeconds."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    manifests = rendered_sets["all-in-one"]
+    (deployment,) = of_kind(manifests, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    secrets = rendered_secrets(manifests)
+    (tmp_path / "config.yaml").write_text(of_kind(manifests, "ConfigMap")[0]["data"]["config.yaml"])
+    (tmp_path / "merchants.yaml").write_text(secrets["giftcard-merchants"]["merchants.yaml"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIFTCARD_")}
+    env.update(pod_environment(manifests, container, secrets))
+    grpc_port, metrics_port = free_port(), free_port()
+    env.update({
+        "GIFTCARD_CONFIG": str(tmp_path / "config.yaml"),
+        "GIFTCARD_MERCHANTS_FILE": str(tmp_path / "merchants.yaml"),
+        "GIFTCARD_REDIS__URL": redis_url,  # the test's Redis stands in for redis.url
+        # Ports moved off 50051/9464 so parallel runs cannot collide; the host stays as rendered.
+        "GIFTCARD_GRPC__PORT": str(grpc_port),
+        "GIFTCARD_METRICS__PORT": str(metrics_port),
+    })
+    entry_point = Path(sys.executable).parent / "giftcard"
+    proc = subprocess.Popen([str(entry_point), *container["args"]], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    break
+                except grpc.RpcError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        proc.kill()
+                        pytest.fail(f"server did not come up:\n{proc.communicate()[0].decode()}")
+                    time.sleep(0.1)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with socket.create_connection(("127.0.0.1", metrics_port), timeout=5):
+            pass
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=pod["terminationGracePeriodSeconds"]) == 0, proc.communicate()[0].decode()
+        assert time.monotonic() - started < pod["terminationGracePeriodSeconds"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -748,4 +872,3 @@ def test_dockerignore_admits_every_package_the_image_installs() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["image"]["repository"] == "giftcard-mesh" and values["image"]["tag"] == ""
     assert chart["appVersion"] == pyproject["project"]["version"]
-    assert shlex.split(dict(dockerfile_instructions())["ENTRYPOINT"].strip("[]").replace(",", " ")) == ["giftcard"]
