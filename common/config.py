@@ -51,18 +51,25 @@ class TelemetrySettings(BaseModel):
     trace_sample_ratio: float = Field(0.0, ge=0.0, le=1.0)
     otlp_endpoint: str | None = None
     console_exporter: bool = False
+    # One JSON line per RPC on logger giftcard.access (INFO); off also when log_level is above INFO.
+    access_log: bool = True
 
 
 class MetricsSettings(BaseModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
+    # Gauges read from Redis at scrape time (open holds, job backlogs) are cached this long.
+    scrape_cache_seconds: float = Field(5.0, ge=0)
 
 
 class SecuritySettings(BaseModel):
     card_hash_key: SecretStr | None = None
     # Dev mode: the demo merchant and its well-known key are accepted. Never in production.
     dev_mode: bool = False
+    # How long an answer of the Redis API key store is cached per process: a revoked key stops
+    # working within this time (`giftcard key revoke`).
+    api_key_cache_seconds: float = Field(5.0, ge=0)
 
 
 class IdempotencySettings(BaseModel):

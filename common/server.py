@@ -20,7 +20,7 @@ from common.auth import ApiKeyAuthenticator
 from common.config import GrpcSettings
 from common.context import CallContext, bind_call, unbind_call
 from common.errors import MeshError
-from common.telemetry import RpcMetrics
+from common.telemetry import AccessLog, RpcMetrics, annotate_server_span
 
 log = logging.getLogger("giftcard.rpc")
 
@@ -40,11 +40,13 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
     where `MeshError`s become `google.rpc.Status` with ErrorInfo details."""
 
     def __init__(
-        self, authenticator: ApiKeyAuthenticator, metrics: RpcMetrics | None, default_deadline: float
+        self, authenticator: ApiKeyAuthenticator, metrics: RpcMetrics | None, default_deadline: float,
+        access_log: AccessLog | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._metrics = metrics
         self._default_deadline = default_deadline
+        self._access_log = access_log
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -66,8 +68,10 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         async def guarded(request, context: grpc.aio.ServicerContext):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            merchant_id = ""
             try:
-                merchant_id = self._authenticator.authenticate(context.invocation_metadata())
+                merchant_id = await self._authenticator.authenticate_async(context.invocation_metadata())
+                annotate_server_span(merchant_id)
                 if request is _UNDECODABLE:
                     raise MeshError(
                         grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST",
@@ -103,7 +107,8 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                 elapsed = time.perf_counter() - started
                 if self._metrics is not None:
                     self._metrics.observe(service, rpc, code.name, elapsed)
-                log.debug("rpc", extra={"rpc": method, "code": code.name, "latency_ms": round(elapsed * 1000, 3)})
+                if self._access_log is not None:
+                    self._access_log.record(service, rpc, code.name, elapsed, merchant_id, request)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,

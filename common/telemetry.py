@@ -7,15 +7,23 @@ on. Nothing here records request bodies, so card data never reaches spans or met
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+import grpc
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from pythonjsonlogger.json import JsonFormatter
 
 from common.config import TelemetrySettings
@@ -84,3 +92,307 @@ class RpcMetrics:
     def observe(self, service: str, rpc: str, code: str, seconds: float) -> None:
         self.requests.labels(service, rpc, code).inc()
         self.latency.labels(service, rpc).observe(seconds)
+
+
+# -- provider calls -----------------------------------------------------------------------------
+
+# Every provider port operation (gateway/ports.py); anything else on a provider is passed through.
+PROVIDER_OPERATIONS = frozenset({
+    "balance", "place_hold", "capture_hold", "release_hold", "redeem", "credit", "reverse",
+    "activate", "allocate", "issue_value", "cash_out", "exchange",
+})
+
+
+class ProviderMetrics:
+    """Calls to providers (the native ledger or a vendor API) per provider and operation.
+
+    `code` is the gRPC status name the call ended with (OK, FAILED_PRECONDITION, UNAVAILABLE...):
+    business refusals and provider faults are told apart by code, and no label ever holds card
+    data, so the series count is providers x operations x codes whatever the traffic.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.calls = Counter(
+            "giftcard_provider_requests", "Provider calls", ["provider", "operation", "code"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "giftcard_provider_errors",
+            "Provider calls that failed for a reason other than a business refusal "
+            "(UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, ...)",
+            ["provider", "operation", "code"], registry=registry,
+        )
+        self.latency = Histogram(
+            "giftcard_provider_duration_seconds", "Provider call latency", ["provider", "operation"],
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        # 0 closed, 1 half-open, 2 open. Set by the vendor adapters' circuit breakers.
+        self.breaker_state = Gauge(
+            "giftcard_circuit_breaker_state", "Circuit breaker state per provider (0 closed, 1 half-open, 2 open)",
+            ["provider"], registry=registry,
+        )
+
+    def set_breaker_state(self, provider: str, state: str) -> None:
+        self.breaker_state.labels(provider).set(BREAKER_STATES[state])
+
+    def observe(self, provider: str, operation: str, code: str, seconds: float) -> None:
+        self.calls.labels(provider, operation, code).inc()
+        self.latency.labels(provider, operation).observe(seconds)
+        if code in PROVIDER_FAULT_CODES:
+            self.errors.labels(provider, operation, code).inc()
+
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+# Codes that say the provider (or the way to it) failed, as opposed to a refusal of the request.
+PROVIDER_FAULT_CODES = frozenset({
+    "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN", "RESOURCE_EXHAUSTED", "CANCELLED",
+    "DATA_LOSS",
+})
+
+
+class MeasuredProvider:
+    """A provider port wrapped so every operation is counted, timed and traced.
+
+    The span carries provider, operation, merchant, masked card and amount; never the card
+    number or PIN (a `CardId` contributes only `.masked`). Attributes other than the port's
+    operations (`name`, `capabilities`, ...) are the wrapped provider's own.
+    """
+
+    def __init__(self, provider, metrics: ProviderMetrics | None, tracer: trace.Tracer | None = None) -> None:
+        self._provider = provider
+        self._metrics = metrics
+        self._tracer = tracer or trace.NoOpTracer()
+
+    def __getattr__(self, name: str):
+        target = getattr(self._provider, name)
+        if name not in PROVIDER_OPERATIONS:
+            return target
+        return functools.partial(self._measured, name, target)
+
+    @property
+    def wrapped(self):
+        return self._provider
+
+    async def _measured(self, operation: str, target, *args, **kwargs):
+        provider = self._provider.name
+        started = time.perf_counter()
+        code = "OK"
+        with self._tracer.start_as_current_span(
+            f"provider {provider}.{operation}", kind=trace.SpanKind.INTERNAL,
+        ) as span:
+            if span.is_recording():
+                span.set_attributes(_provider_span_attributes(provider, operation, args, kwargs))
+            try:
+                return await target(*args, **kwargs)
+            except BaseException as exc:
+                code = _code_name(exc)
+                raise
+            finally:
+                if self._metrics is not None:
+                    self._metrics.observe(provider, operation, code, time.perf_counter() - started)
+
+
+def _provider_span_attributes(provider: str, operation: str, args, kwargs) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {"giftcard.provider": provider, "giftcard.operation": operation}
+    if args and isinstance(args[0], str):
+        attributes["giftcard.merchant_id"] = args[0]  # every port operation takes the merchant first
+    for value in (*args, *kwargs.values()):
+        masked = getattr(value, "masked", None)  # CardId: only its masked form, never .value/.pin
+        if isinstance(masked, str) and "giftcard.card.masked" not in attributes:
+            attributes["giftcard.card.masked"] = masked
+        minor = getattr(value, "amount_minor", None)  # Money
+        if isinstance(minor, int) and "giftcard.amount_minor" not in attributes:
+            attributes["giftcard.amount_minor"] = minor
+            attributes["giftcard.currency"] = str(getattr(value, "currency", ""))
+    return attributes
+
+
+def _code_name(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if callable(code):  # grpc.RpcError
+        try:
+            value = code()
+            if isinstance(value, grpc.StatusCode):
+                return value.name
+        except Exception:  # noqa: BLE001 - a broken error object must not break the metric
+            pass
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "DEADLINE_EXCEEDED"
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    return "UNKNOWN"
+
+
+# -- idempotency ------------------------------------------------------------------------------
+
+class IdempotencyMetrics:
+    """Replays and key conflicts per RPC; pass `on_event` to `IdempotencyStore(on_event=...)`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.replays = Counter(
+            "giftcard_idempotency_replays", "Requests answered from a stored outcome", ["rpc"], registry=registry
+        )
+        self.conflicts = Counter(
+            "giftcard_idempotency_conflicts", "request_id reused with a different request (IDEMPOTENCY_KEY_REUSED)",
+            ["rpc"], registry=registry,
+        )
+        self.in_progress = Counter(
+            "giftcard_idempotency_in_progress", "Duplicates refused while the first attempt ran (REQUEST_IN_PROGRESS)",
+            ["rpc"], registry=registry,
+        )
+
+    def on_event(self, event: str, rpc: str) -> None:
+        counter = {"replay": self.replays, "conflict": self.conflicts, "in_progress": self.in_progress}.get(str(event))
+        if counter is not None:
+            counter.labels(rpc).inc()
+
+
+# -- state read at scrape time ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OpenHolds:
+    merchant: str
+    currency: str
+    count: int
+    held_minor: int
+
+
+@dataclass(frozen=True)
+class JobBacklog:
+    service: str
+    depth: int
+    oldest_age_seconds: float
+
+
+class ScrapeCollector:
+    """Gauges computed from Redis when Prometheus scrapes, not on the request path.
+
+    `holds_source()` -> iterable of OpenHolds; `jobs_source()` -> iterable of JobBacklog. Sources
+    are plain callables (run in the metrics server's thread) and may be added later by the
+    services that own the state (`add_holds_source` / `add_jobs_source`). A result is cached for
+    `cache_seconds` so several scrapers do not multiply the Redis work, and a failing source only
+    loses its own series (logged) instead of the whole scrape.
+    """
+
+    def __init__(self, cache_seconds: float = 5.0) -> None:
+        self._cache_seconds = cache_seconds
+        self._holds_sources: list[Callable[[], Iterable[OpenHolds]]] = []
+        self._jobs_sources: list[Callable[[], Iterable[JobBacklog]]] = []
+        self._cached: tuple[float, list[OpenHolds], list[JobBacklog]] | None = None
+        self._lock = threading.Lock()
+
+    def add_holds_source(self, source: Callable[[], Iterable[OpenHolds]]) -> None:
+        self._holds_sources.append(source)
+
+    def add_jobs_source(self, source: Callable[[], Iterable[JobBacklog]]) -> None:
+        self._jobs_sources.append(source)
+
+    def describe(self):
+        return list(self._families([], []))
+
+    def collect(self):
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self._cache_seconds:
+                self._cached = (now, _gather(self._holds_sources), _gather(self._jobs_sources))
+            _, holds, jobs = self._cached
+        yield from self._families(holds, jobs)
+
+    @staticmethod
+    def _families(holds: list[OpenHolds], jobs: list[JobBacklog]):
+        count = GaugeMetricFamily("giftcard_open_holds", "Open (unexpired, not fully settled) holds", labels=["merchant"])
+        held = GaugeMetricFamily(
+            "giftcard_held_amount_minor", "Amount held by open holds, in minor units", labels=["merchant", "currency"]
+        )
+        per_merchant: dict[str, int] = {}
+        for item in holds:
+            per_merchant[item.merchant] = per_merchant.get(item.merchant, 0) + item.count
+            held.add_metric([item.merchant, item.currency], item.held_minor)
+        for merchant, value in sorted(per_merchant.items()):
+            count.add_metric([merchant], value)
+        depth = GaugeMetricFamily("giftcard_job_queue_depth", "Unresolved work items per service", labels=["service"])
+        age = GaugeMetricFamily(
+            "giftcard_oldest_unresolved_intent_age_seconds", "Age of the oldest unresolved intent", labels=["service"]
+        )
+        for job in jobs:
+            depth.add_metric([job.service], job.depth)
+            age.add_metric([job.service], job.oldest_age_seconds)
+        return [count, held, depth, age]
+
+
+def _gather(sources) -> list:
+    items: list = []
+    for source in sources:
+        try:
+            items.extend(source())
+        except Exception:  # noqa: BLE001 - a scrape must not fail because one source did
+            logging.getLogger("giftcard.metrics").warning("metrics source failed", exc_info=True)
+    return items
+
+
+class MeshMetrics:
+    """Every metric of one process, on one registry."""
+
+    def __init__(self, registry: CollectorRegistry, scrape_cache_seconds: float = 5.0) -> None:
+        self.registry = registry
+        self.rpc = RpcMetrics(registry)
+        self.providers = ProviderMetrics(registry)
+        self.idempotency = IdempotencyMetrics(registry)
+        self.scrape = ScrapeCollector(scrape_cache_seconds)
+        registry.register(self.scrape)
+
+
+# -- access log -------------------------------------------------------------------------------
+
+class AccessLog:
+    """One JSON line per RPC on logger `giftcard.access` (INFO): merchant, rpc, code, latency,
+    request_id when the request has one; trace and span ids come from the logging filter.
+
+    Cheap when off: nothing is built unless the logger would emit the record.
+    """
+
+    def __init__(self, enabled: bool = True, logger: logging.Logger | None = None) -> None:
+        self._enabled = enabled
+        self._log = logger or logging.getLogger("giftcard.access")
+
+    def record(self, service: str, rpc: str, code: str, seconds: float, merchant: str, request) -> None:
+        if not self._enabled or not self._log.isEnabledFor(logging.INFO):
+            return
+        extra = {
+            "service": service, "rpc": rpc, "code": code, "merchant": merchant,
+            "latency_ms": round(seconds * 1000, 3),
+        }
+        request_id = getattr(request, "request_id", None)
+        if isinstance(request_id, str) and request_id:
+            extra["request_id"] = request_id
+        self._log.info("rpc", extra=extra)
+
+
+def annotate_server_span(merchant: str) -> None:
+    """Adds the authenticated merchant to the current (gRPC server) span, if it records."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("giftcard.merchant_id", merchant)
+
+
+# -- client instrumentation -------------------------------------------------------------------
+
+def instrument_redis(client, tracer_provider: TracerProvider) -> None:
+    """Redis spans for one client. The instrumentation records only the command name with its
+    arguments replaced by `?` (db.statement "EVALSHA ? ? ..."), so script ARGV never reaches a span;
+    tests/observability asserts that."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    RedisInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
+
+
+def instrument_http_client(client, tracer_provider: TracerProvider) -> None:
+    """Client spans and W3C `traceparent` injection for one vendor `httpx.AsyncClient`.
+
+    Only method, URL and status are recorded (no bodies, no headers); vendor URLs must not carry
+    card data in their path or query (adapters put it in the body)."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
