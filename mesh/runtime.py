@@ -12,17 +12,23 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry, start_http_server
 
-from common.auth import DEV_API_KEY, DEV_MERCHANT_ID, ApiKeyAuthenticator, key_digest
+from common.auth import DEV_API_KEY, DEV_MERCHANT_ID, ApiKeyAuthenticator, ApiKeyStore, key_digest
 from common.config import MerchantSettings, Settings
 from common.idempotency import IdempotencyStore
 from common.redis_client import create_redis
 from common.sealing import Sealer
 from common.server import MeshInterceptor, MeshServer
 from common.service_client import GrpcClient, InProcessClient
-from common.telemetry import RpcMetrics, build_tracer_provider
+from common.telemetry import (
+    AccessLog, MeasuredProvider, MeshMetrics, build_tracer_provider, instrument_redis,
+)
 from gateway.providers import ProviderFactory
 from gateway.routing import ProviderRouter
 from gateway.servicer import GatewayServicer
+from mesh.admin_registry import RuntimeMerchants, RuntimeRouter
+from mesh.admin_sources import NativeOpenHolds, create_sync_redis
+from mesh.admin_registry import RuntimeMerchants, RuntimeRouter
+from mesh.admin_sources import NativeOpenHolds, create_sync_redis
 from mesh.demo import seed_demo_cards
 from mesh.services import NOT_YET_IMPLEMENTED, SPECS
 from services.balance.logic import BalanceLogic
@@ -52,12 +58,18 @@ class MeshRuntime:
         self.services = [name for name in SPECS if name in services]
         self.tracer_provider = build_tracer_provider(settings.telemetry, span_exporters)
         self.registry = CollectorRegistry()
-        self.metrics = RpcMetrics(self.registry)
+        self.telemetry = MeshMetrics(self.registry, settings.metrics.scrape_cache_seconds)
+        self.metrics = self.telemetry.rpc
         self.redis = create_redis(settings.redis)
+        instrument_redis(self.redis, self.tracer_provider)
         self.idempotency = IdempotencyStore(
             self.redis, ttl_seconds=settings.idempotency.ttl_seconds,
             lease_seconds=settings.idempotency.lease_seconds, fingerprint_key=settings.card_hash_key,
+            on_event=self.telemetry.idempotency.on_event,
         )
+        self.key_store = ApiKeyStore(self.redis)
+        self.runtime_merchants = RuntimeMerchants(self.settings.merchants)
+        self._scrape_redis = None
         self.sealer = Sealer(settings.card_hash_key)
         self.providers = ProviderFactory(self.redis, settings)
         self._channels: list[grpc.aio.Channel] = []
@@ -70,8 +82,13 @@ class MeshRuntime:
             interceptors=[
                 aio_server_interceptor(tracer_provider=self.tracer_provider),
                 MeshInterceptor(
-                    ApiKeyAuthenticator({m: s.api_key_sha256 for m, s in self.settings.merchants.items()}),
+                    ApiKeyAuthenticator(
+                        {m: s.api_key_sha256 for m, s in self.settings.merchants.items()}, self.key_store,
+                        cache_seconds=settings.security.api_key_cache_seconds,
+                        on_runtime_merchant=self.runtime_merchants.learn,
+                    ),
                     self.metrics, settings.grpc.default_deadline_seconds,
+                    AccessLog(settings.telemetry.access_log),
                 ),
             ],
             registrations=[
@@ -100,7 +117,7 @@ class MeshRuntime:
 
     def _build(self, name: str) -> object:
         if name == "gateway":
-            return GatewayServicer(ProviderRouter(self.settings.merchants, self.providers.create))
+            return GatewayServicer(self._gateway_router())
         if name == "balance":
             return BalanceServicer(BalanceLogic(self.client("gateway")))
         if name == "fulfillment":
@@ -108,6 +125,32 @@ class MeshRuntime:
 
             return build_fulfillment(self)
         return NOT_YET_IMPLEMENTED[name]()
+
+    def _gateway_router(self) -> RuntimeRouter:
+        """Routes to providers wrapped for metrics and spans; knows runtime-added merchants too."""
+        tracer = self.tracer_provider.get_tracer("giftcard.gateway")
+
+        def create(merchant_id, profile):
+            return MeasuredProvider(self.providers.create(merchant_id, profile), self.telemetry.providers, tracer)
+
+        # Open holds are read from Redis at scrape time (only then: the client connects lazily),
+        # by the process serving the gateway, so a series is exported once per mesh.
+        self._scrape_redis = create_sync_redis(self.settings.redis)
+        self.telemetry.scrape.add_holds_source(NativeOpenHolds(self._scrape_redis))
+        return RuntimeRouter(ProviderRouter(self.settings.merchants, create), self.runtime_merchants, create)
+
+    def _gateway_router(self) -> RuntimeRouter:
+        """Routes to providers wrapped for metrics and spans; knows runtime-added merchants too."""
+        tracer = self.tracer_provider.get_tracer("giftcard.gateway")
+
+        def create(merchant_id, profile):
+            return MeasuredProvider(self.providers.create(merchant_id, profile), self.telemetry.providers, tracer)
+
+        # Open holds are read from Redis at scrape time (only then: the client connects lazily),
+        # by the process serving the gateway, so a series is exported once per mesh.
+        self._scrape_redis = create_sync_redis(self.settings.redis)
+        self.telemetry.scrape.add_holds_source(NativeOpenHolds(self._scrape_redis))
+        return RuntimeRouter(ProviderRouter(self.settings.merchants, create), self.runtime_merchants, create)
 
     async def start(self) -> None:
         if "gateway" in self.services and self.settings.security.dev_mode:
@@ -126,5 +169,9 @@ class MeshRuntime:
             await channel.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        if self._scrape_redis is not None:
+            self._scrape_redis.close()
+        if self._scrape_redis is not None:
+            self._scrape_redis.close()
         await self.redis.aclose()
         self.tracer_provider.shutdown()
