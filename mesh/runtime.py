@@ -27,8 +27,6 @@ from gateway.routing import ProviderRouter
 from gateway.servicer import GatewayServicer
 from mesh.admin_registry import RuntimeMerchants, RuntimeRouter
 from mesh.admin_sources import NativeOpenHolds, create_sync_redis
-from mesh.admin_registry import RuntimeMerchants, RuntimeRouter
-from mesh.admin_sources import NativeOpenHolds, create_sync_redis
 from mesh.demo import seed_demo_cards
 from mesh.services import NOT_YET_IMPLEMENTED, SPECS
 from services.balance.logic import BalanceLogic
@@ -139,19 +137,6 @@ class MeshRuntime:
         self.telemetry.scrape.add_holds_source(NativeOpenHolds(self._scrape_redis))
         return RuntimeRouter(ProviderRouter(self.settings.merchants, create), self.runtime_merchants, create)
 
-    def _gateway_router(self) -> RuntimeRouter:
-        """Routes to providers wrapped for metrics and spans; knows runtime-added merchants too."""
-        tracer = self.tracer_provider.get_tracer("giftcard.gateway")
-
-        def create(merchant_id, profile):
-            return MeasuredProvider(self.providers.create(merchant_id, profile), self.telemetry.providers, tracer)
-
-        # Open holds are read from Redis at scrape time (only then: the client connects lazily),
-        # by the process serving the gateway, so a series is exported once per mesh.
-        self._scrape_redis = create_sync_redis(self.settings.redis)
-        self.telemetry.scrape.add_holds_source(NativeOpenHolds(self._scrape_redis))
-        return RuntimeRouter(ProviderRouter(self.settings.merchants, create), self.runtime_merchants, create)
-
     async def start(self) -> None:
         if "gateway" in self.services and self.settings.security.dev_mode:
             await seed_demo_cards(self.providers.native_ledger, self.settings.demo)
@@ -169,8 +154,6 @@ class MeshRuntime:
             await channel.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
-        if self._scrape_redis is not None:
-            self._scrape_redis.close()
         if self._scrape_redis is not None:
             self._scrape_redis.close()
         await self.redis.aclose()
