@@ -8,6 +8,7 @@ hung by `timeout-after` / `timeout-before`.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 from typing import Any
@@ -88,7 +89,14 @@ def serve_forever(simulator: Simulator, host: str, port: int) -> None:
     config = _config(simulator, access_log=True, log_level="info")
     config.host, config.port = host, port
     server = uvicorn.Server(config)
+    # uvicorn drains, restores the previous handler and re-raises the signal it caught: make that
+    # previous handler a clean exit, so SIGTERM ends the process with status 0 like the mesh servers.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         server.run()
     finally:
         simulator.faults.stopping.set()
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
