@@ -118,6 +118,10 @@ class MeshRuntime:
             return GatewayServicer(self._gateway_router())
         if name == "balance":
             return BalanceServicer(BalanceLogic(self.client("gateway")))
+        if name == "authorization":
+            from services.authorization.server import build_authorization
+
+            return build_authorization(self)
         if name == "fulfillment":
             from services.fulfillment.server import build_fulfillment
 

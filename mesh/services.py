@@ -56,7 +56,6 @@ SPECS: dict[str, ServiceSpec] = {
 
 # Generated base servicers: every RPC raises NotImplementedError -> UNIMPLEMENTED (see interceptor).
 NOT_YET_IMPLEMENTED = {
-    "authorization": authorization_pb2_grpc.AuthorizationServiceServicer,
     "settlement": settlement_pb2_grpc.SettlementServiceServicer,
     "refund": refund_pb2_grpc.RefundServiceServicer,
 }

@@ -1,0 +1,1 @@
+"""AuthorizationService: holds, redemptions, voids, reversals and multi-tender checkout."""

@@ -1,0 +1,27 @@
+-- txn_transition.lua: move a transaction from one of the expected states to a new one and set
+-- the fields that come with it (amounts the provider reported, its transaction id, reversal data).
+-- KEYS[1] the transaction hash.
+-- ARGV[1] expected states, comma separated (e.g. "pending" or "approved,reversing"),
+--   ARGV[2] new state, ARGV[3..] field, value, ...
+-- Returns: {"OK", new state} or {"CONFLICT", current state} (nothing changed).
+-- Errors: TRANSACTION_NOT_FOUND.
+-- Invariant: the state machine pending -> approved | declined; approved -> reversing -> reversed;
+--   pending -> reversed (reversed before it was confirmed); no other move, each at most once.
+local state = redis.call("HGET", KEYS[1], "state")
+if not state then
+  return redis.error_reply("TRANSACTION_NOT_FOUND {}")
+end
+local allowed = false
+for expected in string.gmatch(ARGV[1], "[^,]+") do
+  if expected == state then
+    allowed = true
+  end
+end
+if not allowed then
+  return {"CONFLICT", state}
+end
+redis.call("HSET", KEYS[1], "state", ARGV[2])
+if #ARGV > 2 then
+  redis.call("HSET", KEYS[1], unpack(ARGV, 3))
+end
+return {"OK", ARGV[2]}
