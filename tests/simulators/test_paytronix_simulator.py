@@ -179,7 +179,8 @@ def test_reverse_of_an_unknown_external_id_blocks_a_late_arrival(api, seed, stat
 
 def test_external_transaction_id_cannot_be_reused(api, seed, state):
     seed(number=CARD, balance="25.00")
-    assert post(api, "redeem", body(cardInfo=card_info(), amount="1.00", externalTransactionId="x")).json()["result"] == "success"
+    first = post(api, "redeem", body(cardInfo=card_info(), amount="1.00", externalTransactionId="x"))
+    assert first.json()["result"] == "success"
     assert_failure(post(api, "redeem", body(cardInfo=card_info(), amount="1.00", externalTransactionId="x")),
                    "transaction.duplicate_external_id")
     assert state(CARD)["balance"] == "24.00"
@@ -286,4 +287,17 @@ def test_wrong_answer_misstates_the_balance_but_not_the_ledger(api, seed, state)
     seed(number=CARD, balance="25.00")
     response = api.post("/gift/balance.json", json=body(cardInfo=card_info()), headers={"X-Sim-Fault": "wrong-answer"})
     assert response.json()["currentBalance"] == "26.00"
+    assert state(CARD)["balance"] == "25.00"
+
+
+def test_concurrent_reversals_of_one_transaction_succeed_exactly_once(api, seed, state):
+    from concurrent.futures import ThreadPoolExecutor
+
+    seed(number=CARD, balance="25.00")
+    redeemed = post(api, "redeem", body(cardInfo=card_info(), amount="10.00")).json()
+    reverse = body(pxTransactionId=redeemed["pxTransactionId"])
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: post(api, "reverse", reverse).json(), range(8)))
+    assert [r["result"] for r in results].count("success") == 1
+    assert {r["errorCode"] for r in results if r["result"] == "failure"} == {"transaction.already_reversed"}
     assert state(CARD)["balance"] == "25.00"

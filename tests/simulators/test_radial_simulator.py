@@ -95,7 +95,8 @@ def test_virtual_activation_at_a_claim_link_store_returns_proxy_and_link_without
     assert data["CardClaimLink"].startswith("https://")
     assert "Pin" not in data
     proxy = data["PaymentAccountUniqueId"]
-    assert ok(call(api, "BalanceInquiry", {"PaymentAccountUniqueId": proxy}, store="CLAIM"))["BalanceAmount"] == usd("40.00")
+    balance = ok(call(api, "BalanceInquiry", {"PaymentAccountUniqueId": proxy}, store="CLAIM"))
+    assert balance["BalanceAmount"] == usd("40.00")
     cashed = ok(call(api, "CashOut", {"PaymentAccountUniqueId": proxy}, store="CLAIM"))
     assert cashed["AmountCashedOut"] == usd("40.00")
 

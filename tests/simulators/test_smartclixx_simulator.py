@@ -98,7 +98,8 @@ def test_each_settlement_reduces_what_is_left_on_the_authorization(api, seed, st
     assert (first["balance"], first["availableBalance"]) == ("75.00", "40.00")
     second = ok(api.post("/api/v1/settlements", json={"requestId": rid(), "authorizationId": auth["authorizationId"],
                                                       "amount": "35.00"}))
-    assert (second["authorizationRemaining"], second["balance"], second["availableBalance"]) == ("0.00", "40.00", "40.00")
+    assert (second["authorizationRemaining"], second["balance"], second["availableBalance"]) == \
+        ("0.00", "40.00", "40.00")
     err(api.post("/api/v1/settlements", json={"requestId": rid(), "authorizationId": auth["authorizationId"],
                                               "amount": "0.01"}), 409, "DECLINED", "AUTHORIZATION_CLOSED")
 
@@ -122,8 +123,8 @@ def test_partial_then_full_reversal_releases_the_hold_once(api, seed, state):
                                                                 "authorizationId": auth["authorizationId"]}))
     assert (full["reversedAmount"], full["authorizationRemaining"], full["availableBalance"]) == \
         ("50.00", "0.00", "100.00")
-    err(api.post("/api/v1/authorizations/reversal", json={"requestId": rid(), "authorizationId": auth["authorizationId"]}),
-        409, "DECLINED", "AUTHORIZATION_CLOSED")
+    again = {"requestId": rid(), "authorizationId": auth["authorizationId"]}
+    err(api.post("/api/v1/authorizations/reversal", json=again), 409, "DECLINED", "AUTHORIZATION_CLOSED")
     assert state(CARD)["balance"] == "100.00"
 
 

@@ -38,7 +38,8 @@ class Str:
         if not isinstance(value, str):
             raise Invalid(name, "must be a string")
         if len(value) < self.min_len:
-            raise Invalid(name, "must not be empty" if self.min_len == 1 else f"must be at least {self.min_len} characters")
+            rule = "must not be empty" if self.min_len == 1 else f"must be at least {self.min_len} characters"
+            raise Invalid(name, rule)
         if self.max_len is not None and len(value) > self.max_len:
             raise Invalid(name, f"must be at most {self.max_len} characters")
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
