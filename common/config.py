@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ServiceName = Literal["balance", "authorization", "fulfillment", "settlement", "refund", "gateway"]
@@ -24,7 +24,12 @@ SERVICE_NAMES: tuple[str, ...] = ("gateway", "balance", "authorization", "fulfil
 DEV_CARD_HASH_KEY = "dev-only-card-hash-key-do-not-use-in-production"
 
 
-class GrpcSettings(BaseModel):
+class _Section(BaseModel):
+    # A misspelled key must fail at start-up, not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class GrpcSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
     max_message_bytes: int = Field(1024 * 1024, ge=1024)
@@ -35,7 +40,7 @@ class GrpcSettings(BaseModel):
     default_deadline_seconds: float = Field(10.0, gt=0)
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     password: SecretStr | None = None
     tls: bool = False
@@ -44,7 +49,7 @@ class RedisSettings(BaseModel):
     socket_timeout_seconds: float = 5.0
 
 
-class TelemetrySettings(BaseModel):
+class TelemetrySettings(_Section):
     service_name: str = "giftcard"
     log_level: str = "INFO"
     # Fraction of new traces sampled (parent decisions are always honoured).
@@ -55,7 +60,7 @@ class TelemetrySettings(BaseModel):
     access_log: bool = True
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
@@ -63,7 +68,7 @@ class MetricsSettings(BaseModel):
     scrape_cache_seconds: float = Field(5.0, ge=0)
 
 
-class SecuritySettings(BaseModel):
+class SecuritySettings(_Section):
     card_hash_key: SecretStr | None = None
     # Dev mode: the demo merchant and its well-known key are accepted. Never in production.
     dev_mode: bool = False
@@ -72,12 +77,12 @@ class SecuritySettings(BaseModel):
     api_key_cache_seconds: float = Field(5.0, ge=0)
 
 
-class IdempotencySettings(BaseModel):
+class IdempotencySettings(_Section):
     ttl_seconds: int = Field(24 * 3600, ge=60)
     lease_seconds: int = Field(30, ge=1)
 
 
-class ProviderProfile(BaseModel):
+class ProviderProfile(_Section):
     """One provider a merchant accepts cards from, chosen by card number prefix."""
 
     provider: Literal["native", "paytronix", "ackroo", "radial", "clutch", "smartclixx"] = "native"
@@ -92,7 +97,7 @@ class ProviderProfile(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class MerchantSettings(BaseModel):
+class MerchantSettings(_Section):
     # SHA-256 hex digests of the merchant's API keys (several during rotation).
     api_key_sha256: list[str] = Field(default_factory=list)
     currencies: list[str] = Field(default_factory=lambda: ["USD"])
@@ -114,7 +119,7 @@ class MerchantSettings(BaseModel):
         return [v.lower() for v in values]
 
 
-class DemoCard(BaseModel):
+class DemoCard(_Section):
     card_number: str
     pin: str | None = None
     balance_minor: int = 0
@@ -122,7 +127,7 @@ class DemoCard(BaseModel):
     active: bool = True
 
 
-class DemoSettings(BaseModel):
+class DemoSettings(_Section):
     """Cards created at start-up for the dev merchant (dev mode only)."""
 
     merchant_id: str = "demo"
