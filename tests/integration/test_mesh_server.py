@@ -181,10 +181,10 @@ async def test_plan_tender_applies_min_of_available_and_remaining_in_order(mesh)
 
 
 async def test_services_not_yet_built_answer_unimplemented(mesh):
-    from giftcard.refund.v1 import refund_pb2
+    from giftcard.settlement.v1 import settlement_pb2
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await mesh.stub("refund").CashOut(refund_pb2.CashOutRequest(request_id="r1"), metadata=auth(), timeout=5)
+        await mesh.stub("settlement").ListOpenSettlements(settlement_pb2.ListOpenSettlementsRequest(), metadata=auth(), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
