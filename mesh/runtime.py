@@ -126,6 +126,10 @@ class MeshRuntime:
             from services.fulfillment.server import build_fulfillment
 
             return build_fulfillment(self)
+        if name == "refund":
+            from services.refund.server import build_refund
+
+            return build_refund(self)
         return NOT_YET_IMPLEMENTED[name]()
 
     def _gateway_router(self) -> RuntimeRouter:

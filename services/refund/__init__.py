@@ -1,0 +1,1 @@
+"""RefundService: reload, cash-out, refund onto a new or existing card (Refund: not yet)."""

@@ -1,0 +1,200 @@
+"""Reload, cash-out and refund onto a new or existing card, over the gateway.
+
+Every gateway call carries a reference_id derived from the caller's request_id and the step
+(``reload.<request_id>``, ``r2c.<request_id>.cashout`` ...). A multi-step flow that dies half-way
+is therefore finished by retrying the same request: each step the provider already did is
+replayed by it (same result, no second movement), and the rest runs. The idempotency record in
+front (servicer.py) only stores the final answer.
+
+Merchant limits (common/config.py MerchantSettings): ``max_reload_minor`` caps one reload;
+``max_card_balance_minor`` caps the balance a reload or refund credit may leave on a card. The
+balance cap is checked against the balance read just before the credit: two concurrent credits to
+the same card can both pass it (the native ledger's own atomic cap is global, not per merchant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from common.config import MerchantSettings
+from common.errors import CARD_INACTIVE, CURRENCY_MISMATCH, MeshError, failed_precondition, invalid_argument
+from common.money import Money
+from giftcard.gateway.v1 import gateway_pb2
+from giftcard.type.v1 import card_pb2, money_pb2, transaction_pb2
+
+RELOAD_LIMIT_EXCEEDED = "RELOAD_LIMIT_EXCEEDED"
+BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
+NOTHING_TO_FUND = "NOTHING_TO_FUND"
+NEW_CARD, FUND_EXISTING = "NEW_CARD", "FUND_EXISTING"
+
+
+def money_pb(money: Money) -> money_pb2.Money:
+    return money_pb2.Money(amount_minor=money.amount_minor, currency_code=money.currency)
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+def transaction_pb(
+    reference_id: str, kind: int, result: gateway_pb2.OperationResult, client_transaction_id: str = "",
+    order_id: str = "",
+) -> transaction_pb2.Transaction:
+    """The mesh's record of one gateway movement; its id is the gateway reference_id, which is
+    also what `Reverse(original_reference_id=...)` takes."""
+    return transaction_pb2.Transaction(
+        transaction_id=reference_id, client_transaction_id=client_transaction_id, kind=kind,
+        state=transaction_pb2.TRANSACTION_STATE_APPROVED, masked_number=result.masked_number,
+        amount=result.amount, balance_after=result.balance if result.HasField("balance") else None,
+        provider=result.provider, provider_transaction_id=result.provider_transaction_id,
+        create_time=_now(), order_id=order_id,
+    )
+
+
+@dataclass(frozen=True)
+class CardToCardResult:
+    policy: str
+    cashed_out: Money
+    funded: Money
+    masked_number: str
+    # Credentials of a newly issued card (NEW_CARD with a program), returned once. Secrets.
+    card_number: str = field(default="", repr=False)
+    pin: str = field(default="", repr=False)
+    cvv2: str = field(default="", repr=False)
+    claim_url: str = field(default="", repr=False)
+    proxy_number: str = ""
+
+
+class RefundLogic:
+    def __init__(self, gateway) -> None:
+        self._gateway = gateway
+
+    # -- reload ------------------------------------------------------------------------------------
+
+    async def reload(
+        self, settings: MerchantSettings, request_id: str, card_ref: card_pb2.CardRef, amount: Money,
+        client_transaction_id: str,
+    ) -> tuple[transaction_pb2.Transaction, money_pb2.Money]:
+        if amount.amount_minor > settings.max_reload_minor:
+            raise failed_precondition(
+                RELOAD_LIMIT_EXCEEDED, "the amount exceeds the merchant's maximum reload",
+                max_reload_minor=str(settings.max_reload_minor),
+            )
+        reference_id = f"reload.{request_id}"
+        result = await self._credit(settings, reference_id, card_ref, amount, gateway_pb2.CREDIT_KIND_RELOAD)
+        txn = transaction_pb(reference_id, transaction_pb2.TRANSACTION_KIND_RELOAD, result, client_transaction_id)
+        return txn, result.balance
+
+    # -- cash-out ----------------------------------------------------------------------------------
+
+    async def cash_out(self, request_id: str, card_ref: card_pb2.CardRef) -> transaction_pb2.Transaction:
+        reference_id = f"cashout.{request_id}"
+        reply = await self._gateway.CashOut(gateway_pb2.CashOutRequest(reference_id=reference_id, card=card_ref))
+        return transaction_pb(reference_id, transaction_pb2.TRANSACTION_KIND_CASH_OUT, reply.result)
+
+    # -- refund onto a card ------------------------------------------------------------------------
+
+    async def refund_to_card(
+        self, settings: MerchantSettings, request_id: str, policy: str, *, amount: Money | None,
+        old_card: card_pb2.CardRef | None, existing_card: card_pb2.CardRef | None, program_id: str,
+    ) -> CardToCardResult:
+        if policy == FUND_EXISTING:
+            if existing_card is None:
+                raise invalid_argument("existing_card", "existing_card is required for FUND_EXISTING")
+            if amount is None:
+                raise invalid_argument("amount", "amount is required for FUND_EXISTING")
+            result = await self._credit(
+                settings, f"r2c.{request_id}.fund", existing_card, amount, gateway_pb2.CREDIT_KIND_REFUND
+            )
+            return CardToCardResult(FUND_EXISTING, Money(0, amount.currency), amount, result.masked_number)
+        return await self._new_card(settings, request_id, amount, old_card, program_id)
+
+    async def _new_card(
+        self, settings: MerchantSettings, request_id: str, amount: Money | None,
+        old_card: card_pb2.CardRef | None, program_id: str,
+    ) -> CardToCardResult:
+        """NEW_CARD: cash out the old card (if given), then allocate + activate a new card loaded
+        with what came off the old card plus `amount`, so the customer never loses the old
+        balance. Without a program_id it is the cancellation of a gift card purchase: the old card
+        is cashed out and nothing is issued."""
+        if old_card is None and not program_id:
+            raise invalid_argument("program_id", "program_id is required to issue a new card")
+        if old_card is None and amount is None:
+            raise invalid_argument("amount", "amount is required when no old card is cashed out")
+        if not program_id and amount is not None:
+            raise invalid_argument("program_id", "program_id is required to put an amount on a new card")
+        if old_card is not None:
+            await self._check_old_card(old_card, amount, fund_new=bool(program_id))
+            reply = await self._gateway.CashOut(
+                gateway_pb2.CashOutRequest(reference_id=f"r2c.{request_id}.cashout", card=old_card)
+            )
+            cashed_out = Money(reply.result.amount.amount_minor, reply.result.amount.currency_code)
+            masked = reply.result.masked_number
+        else:
+            cashed_out = Money(0, amount.currency)
+            masked = ""
+        if not program_id:  # cancellation of a gift card purchase
+            return CardToCardResult(NEW_CARD, cashed_out, Money(0, cashed_out.currency), masked)
+
+        currency = amount.currency if amount is not None else cashed_out.currency
+        funded = Money(cashed_out.amount_minor + (amount.amount_minor if amount else 0), currency)
+        if funded.amount_minor <= 0:
+            raise failed_precondition(NOTHING_TO_FUND, "the old card was empty and no amount was given")
+        if funded.amount_minor > settings.max_card_balance_minor:
+            raise failed_precondition(
+                BALANCE_LIMIT_EXCEEDED, "the new card would exceed the merchant's maximum card balance",
+                max_card_balance_minor=str(settings.max_card_balance_minor),
+            )
+        allocation = await self._gateway.Allocate(gateway_pb2.AllocateRequest(
+            reference_id=f"r2c.{request_id}.allocate", program_id=program_id, amount=money_pb(funded),
+        ))
+        if not allocation.activated:
+            await self._gateway.Activate(gateway_pb2.ActivateRequest(
+                reference_id=f"r2c.{request_id}.activate",
+                card=card_pb2.CardRef(card_number=allocation.card_number, pin=allocation.pin or allocation.cvv2),
+                amount=money_pb(funded),
+            ))
+        return CardToCardResult(
+            NEW_CARD, cashed_out, funded, allocation.result.masked_number,
+            card_number=allocation.card_number, pin=allocation.pin, cvv2=allocation.cvv2,
+            claim_url=allocation.claim_url, proxy_number=allocation.proxy_number,
+        )
+
+    async def _check_old_card(self, old_card: card_pb2.CardRef, amount: Money | None, *, fund_new: bool) -> None:
+        """Refuse before anything moves when the old card's balance could not go onto the new
+        card. A card already cashed out (a retry of this request) is left to the CashOut replay."""
+        balance = await self._gateway.GetBalance(gateway_pb2.GetBalanceRequest(card=old_card))
+        if balance.status != card_pb2.CARD_STATUS_ACTIVE:
+            return
+        if fund_new and amount is not None and balance.balance.currency_code != amount.currency:
+            raise MeshError(
+                grpc.StatusCode.FAILED_PRECONDITION, CURRENCY_MISMATCH,
+                "the old card's currency differs from the amount's currency",
+            )
+        if fund_new and amount is None and balance.balance.amount_minor == 0:
+            raise failed_precondition(NOTHING_TO_FUND, "the old card is empty and no amount was given")
+
+    # -- shared ------------------------------------------------------------------------------------
+
+    async def _credit(
+        self, settings: MerchantSettings, reference_id: str, card_ref: card_pb2.CardRef, amount: Money,
+        kind: int,
+    ) -> gateway_pb2.OperationResult:
+        balance = await self._gateway.GetBalance(gateway_pb2.GetBalanceRequest(card=card_ref))
+        if balance.status == card_pb2.CARD_STATUS_ACTIVE:
+            if balance.balance.amount_minor + amount.amount_minor > settings.max_card_balance_minor:
+                raise failed_precondition(
+                    BALANCE_LIMIT_EXCEEDED, "the card would exceed the merchant's maximum card balance",
+                    max_card_balance_minor=str(settings.max_card_balance_minor),
+                )
+        elif balance.status in (card_pb2.CARD_STATUS_INACTIVE, card_pb2.CARD_STATUS_DEACTIVATED):
+            raise failed_precondition(CARD_INACTIVE, "the card is not active")
+        reply = await self._gateway.Credit(gateway_pb2.CreditRequest(
+            reference_id=reference_id, card=card_ref, amount=money_pb(amount), kind=kind,
+        ))
+        return reply.result
