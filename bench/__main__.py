@@ -1,0 +1,35 @@
+"""`python -m bench` (full run) or `python -m bench --smoke` (seconds-long, for the smoke test)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench import report
+from bench.run import FULL, SMOKE, Bench
+from bench.scenarios import SCENARIOS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run: checks the harness, not the speed")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results"),
+                        help="directory for latest.json and latest.md (default: bench/results)")
+    parser.add_argument("--duration", type=float, help="measured seconds per scenario (overrides the profile)")
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these mesh scenarios")
+    args = parser.parse_args(argv)
+    profile = SMOKE if args.smoke else FULL
+    if args.duration:
+        profile.load.duration = args.duration
+    results = Bench(profile, args.out, set(args.only) if args.only else None).run()
+    json_path, md_path = report.write(results, args.out)
+    print(report.table(results))
+    print()
+    for target, measured, verdict in report.targets(results):
+        print(f"{verdict:>24}  {target}: {measured}")
+    print(f"\nwrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
