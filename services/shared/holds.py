@@ -4,16 +4,19 @@
         merchant, hold_id, order_id, card (sealed CardRef, the record key bound as context),
         masked, provider, provider_hold_id, hold_mode, currency, authorized, captured, released,
         reserved (amounts of operations begun but not yet confirmed by the provider), state
-        (open | closed | released), created_ms, expires_at_ms, parent_hold_id,
-        client_transaction_id, reference_id, and one field `op:<reference>` per release/capture
-        (JSON {kind, amount, state pending|done, moved}).
+        (open | closed | released | expired), created_ms, expires_at_ms, parent_hold_id,
+        client_transaction_id, reference_id, and one field `op:<reference>` per release/capture/
+        transfer (JSON {kind, amount, state pending|done, moved}); set by settlement: transferred
+        (the remainder moved to an advanced hold) and advanced_hold_id (that hold).
+    mesh:holdexp:{holdexp:<merchant>:<bucket>}   zset  hold ids by expires_at_ms (expiry sweep)
 
 Every change of an amount is one script on the one key (hold_begin / hold_commit / hold_abort):
 an operation first reserves its amount (so captured + released + reserved <= authorized holds even
 when releases and captures race), then the provider is called with the operation's reference, then
 the reservation is committed or returned. A retried operation finds its entry and continues.
-Expiry is read, not written: a hold past `expires_at_ms` with something open is reported EXPIRED
-and the open rest as released (the provider releases it at the same instant).
+Expiry is read, and later written: a hold past `expires_at_ms` with something open is reported
+EXPIRED and the open rest as released (the provider releases it at the same instant); settlement's
+expiry sweep releases it at the provider and records it (hold_expire).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from redis.asyncio import Redis
 from common.errors import not_found, HOLD_NOT_FOUND
 from common.sealing import Sealer
 from giftcard.type.v1 import card_pb2
-from services.shared.keys import record_key
+from services.shared.keys import INDEX_BUCKETS, bucket_of, bucket_tag, record_key
 from services.shared.scripts import Scripts, decode_hash, text
 
 OPEN, CLOSED, RELEASED, EXPIRED = "open", "closed", "released", "expired"
@@ -56,13 +59,16 @@ class HoldRecord:
     parent_hold_id: str
     client_transaction_id: str
     reference_id: str
+    # Moved to the advanced hold `advanced_hold_id` after a partial shipment (settlement).
+    transferred: int = 0
+    advanced_hold_id: str = ""
 
     def expired(self, at_ms: int | None = None) -> bool:
         return self.state == OPEN and (now_ms() if at_ms is None else at_ms) >= self.expires_at_ms
 
     @property
     def open(self) -> int:
-        return self.authorized - self.captured - self.released - self.reserved
+        return self.authorized - self.captured - self.released - self.reserved - self.transferred
 
     def view(self, at_ms: int | None = None) -> tuple[str, int, int]:
         """(state, released, open) as a caller should see them, expiry applied."""
@@ -109,7 +115,34 @@ class HoldStore:
         args: list = []
         for name, value in fields.items():
             args += [name, value]
+        # Indexed first: a crash after it leaves an entry the sweep drops, never an unswept hold.
+        await self._redis.zadd(self.expiry_index(merchant, bucket_of(hold_id)), {hold_id: expires_at_ms})
         return bool(await self._scripts("hold_create", [key], args))
+
+    @staticmethod
+    def expiry_index(merchant: str, bucket: int) -> str:
+        return f"mesh:holdexp:{bucket_tag('holdexp', merchant, bucket)}"
+
+    async def expiring(self, merchant: str, before_ms: int, limit: int) -> list[str]:
+        """Ids of holds of `merchant` whose expiry is before `before_ms` (still indexed)."""
+        found: list[str] = []
+        for bucket in range(INDEX_BUCKETS):
+            index = self.expiry_index(merchant, bucket)
+            found += [text(m) for m in await self._redis.zrangebyscore(index, "-inf", before_ms, start=0, num=limit)]
+        return found[:limit] if len(found) > limit else found
+
+    async def unindex(self, merchant: str, hold_id: str) -> None:
+        await self._redis.zrem(self.expiry_index(merchant, bucket_of(hold_id)), hold_id)
+
+    async def expire(self, merchant: str, hold_id: str, released: int) -> tuple[str, int, int]:
+        """Record that the provider released `released` of an expired hold: (state, released
+        now, still open); see hold_expire.lua."""
+        reply = await self._scripts("hold_expire", [self.key(merchant, hold_id)], [now_ms(), released])
+        return text(reply[0]), int(reply[1]), int(reply[2])
+
+    async def link_advanced(self, merchant: str, hold_id: str, advanced_hold_id: str) -> None:
+        """Point a hold at the advanced hold that continues it (a link, no amount changes)."""
+        await self._redis.hset(self.key(merchant, hold_id), "advanced_hold_id", advanced_hold_id)
 
     async def get(self, merchant: str, hold_id: str) -> HoldRecord:
         """The hold of this merchant; NOT_FOUND for an unknown id or another merchant's."""
@@ -124,7 +157,8 @@ class HoldStore:
             captured=int(s["captured"]), released=int(s["released"]), reserved=int(s["reserved"]),
             state=s["state"], created_ms=int(s["created_ms"]), expires_at_ms=int(s["expires_at_ms"]),
             parent_hold_id=s["parent_hold_id"], client_transaction_id=s["client_transaction_id"],
-            reference_id=s["reference_id"],
+            reference_id=s["reference_id"], transferred=int(s.get("transferred") or 0),
+            advanced_hold_id=s.get("advanced_hold_id", ""),
         )
 
     async def card(self, merchant: str, hold_id: str) -> card_pb2.CardRef:
