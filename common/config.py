@@ -82,6 +82,31 @@ class IdempotencySettings(_Section):
     lease_seconds: int = Field(30, ge=1)
 
 
+class SettlementSettings(_Section):
+    """The settlement service's scheduler (services/settlement/README.md)."""
+
+    # Off: no jobs run in this process (RunSettlementBatch still works); tests drive jobs directly.
+    scheduler_enabled: bool = True
+    # How often the scheduler wakes; each job runs when its own interval has passed.
+    tick_seconds: float = Field(1.0, gt=0)
+    batch_interval_seconds: float = Field(60.0, gt=0)
+    reversal_interval_seconds: float = Field(30.0, gt=0)
+    expiry_sweep_interval_seconds: float = Field(300.0, gt=0)
+    resolver_interval_seconds: float = Field(60.0, gt=0)
+    # Queued captures per batch run, and provider calls in flight at once.
+    batch_size: int = Field(500, ge=1, le=10_000)
+    concurrency: int = Field(8, ge=1, le=256)
+    # A claimed item (or a job's turn for a merchant) is another worker's after this long.
+    lease_seconds: float = Field(30.0, gt=0)
+    # Intents, checkouts and submitted items untouched this long belong to a dead worker.
+    resolver_grace_seconds: float = Field(60.0, ge=0)
+    # Holds checked per merchant per expiry sweep.
+    expiry_sweep_limit: int = Field(1000, ge=1)
+    # Merchant API keys the scheduler presents to the gateway when it runs over gRPC (separate
+    # mode): jobs act for a merchant but have no caller. Unused all-in-one. From a secret.
+    job_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+
 class ProviderProfile(_Section):
     """One provider a merchant accepts cards from, chosen by card number prefix."""
 
@@ -145,6 +170,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    settlement: SettlementSettings = Field(default_factory=SettlementSettings)
     # host:port of each service in microservices mode; absent = served in this process.
     endpoints: dict[str, str] = Field(default_factory=dict)
     merchants: dict[str, MerchantSettings] = Field(default_factory=dict)
