@@ -21,6 +21,7 @@ from google.protobuf import timestamp_pb2
 
 from common.config import MerchantSettings
 from common.errors import CARD_INACTIVE, CURRENCY_MISMATCH, MeshError, failed_precondition, invalid_argument
+from common.idempotency import TRANSIENT_CODES
 from common.money import Money
 from giftcard.gateway.v1 import gateway_pb2
 from giftcard.type.v1 import card_pb2, money_pb2, transaction_pb2
@@ -71,8 +72,44 @@ class CardToCardResult:
 
 
 class RefundLogic:
-    def __init__(self, gateway) -> None:
+    def __init__(self, gateway, transactions=None, refunds=None) -> None:
         self._gateway = gateway
+        # services.shared.transactions.TransactionStore and refunds.RefundLedger (Refund only).
+        self._transactions = transactions
+        self._refunds = refunds
+
+    # -- refund of a redemption ----------------------------------------------------------------
+
+    async def refund_transaction(
+        self, merchant: str, request_id: str, transaction_id: str, amount: Money
+    ) -> tuple[str, transaction_pb2.Transaction]:
+        """Credit `amount` of a redemption back to the card that paid it: (masked number, the
+        refund's transaction). The amount is reserved against the redemption first (one script:
+        refunded + reserved <= redeemed - voided), then the card is credited with a reference
+        derived from request_id; a refusal returns the reservation, a transient failure keeps it
+        for the retry of the same request, which re-sends the same credit (replayed if it landed)."""
+        if self._transactions is None or self._refunds is None:
+            raise MeshError(grpc.StatusCode.UNIMPLEMENTED, "OPERATION_NOT_SUPPORTED", "refunds are not configured")
+        record = await self._transactions.get(merchant, transaction_id)
+        if record.kind != "redemption":
+            raise failed_precondition("TRANSACTION_NOT_REFUNDABLE", "only redemptions can be refunded",
+                                      kind=record.kind)
+        _, state = await self._refunds.reserve(merchant, transaction_id, request_id, amount.amount_minor, amount.currency)
+        if state == "aborted":  # settled as refused earlier; the stored refusal is the answer
+            raise failed_precondition("REFUND_REFUSED", "this refund was refused by the provider")
+        card = await self._transactions.card(merchant, transaction_id)
+        reference_id = f"refund.{request_id}"
+        try:
+            reply = await self._gateway.Credit(gateway_pb2.CreditRequest(
+                reference_id=reference_id, card=card, amount=money_pb(amount), kind=gateway_pb2.CREDIT_KIND_REFUND,
+            ))
+        except MeshError as error:
+            if not error.retryable and error.code not in TRANSIENT_CODES:
+                await self._refunds.settle(merchant, transaction_id, request_id, "aborted")
+            raise
+        await self._refunds.settle(merchant, transaction_id, request_id, "done", reply.result.provider_transaction_id)
+        txn = transaction_pb(reference_id, transaction_pb2.TRANSACTION_KIND_REFUND, reply.result, order_id=record.order_id)
+        return record.masked, txn
 
     # -- reload ------------------------------------------------------------------------------------
 

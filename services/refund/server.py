@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from services.refund.logic import RefundLogic
+from services.refund.refunds import RefundLedger
 from services.refund.servicer import RefundServicer
+from services.shared.transactions import TransactionStore
 
 
 def build_refund(runtime) -> RefundServicer:
-    return RefundServicer(
-        RefundLogic(runtime.client("gateway")), runtime.idempotency, runtime.sealer, runtime.settings.merchants
+    logic = RefundLogic(
+        runtime.client("gateway"), TransactionStore(runtime.redis, runtime.sealer), RefundLedger(runtime.redis)
     )
+    return RefundServicer(logic, runtime.idempotency, runtime.sealer, runtime.settings.merchants)

@@ -1,8 +1,9 @@
 """RefundService over gRPC: proto <-> RefundLogic, every mutating RPC idempotent by request_id.
 
 RefundToNewCard's stored response can carry a new card's one-time credentials, so it is sealed
-(AES-GCM) in the idempotency record. `Refund` (by original transaction / order) needs the
-authorization service's transaction records and is not served yet: it answers UNIMPLEMENTED.
+(AES-GCM) in the idempotency record. `Refund` by transaction_id refunds one redemption (recorded by
+the authorization service in services/shared); by order_id it answers UNIMPLEMENTED until an
+order -> payments index exists.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import grpc
 
 from common.config import MerchantSettings
 from common.context import current_call
-from common.errors import MeshError
+from common.errors import MeshError, invalid_argument
 from common.idempotency import IdempotencyStore
 from common.sealing import Sealer
 from common.validation import card_from_proto, money_from_proto, require_id
@@ -41,6 +42,31 @@ class RefundServicer(refund_pb2_grpc.RefundServiceServicer):
         if settings is None:  # authenticated but not configured: nothing to act for
             raise MeshError(grpc.StatusCode.PERMISSION_DENIED, "MERCHANT_NOT_CONFIGURED", "merchant is not configured")
         return settings
+
+    async def Refund(self, request: pb.RefundRequest, context=None):
+        merchant = current_call().merchant_id
+        settings = self._settings(merchant)
+        reference = request.WhichOneof("reference")
+        if reference is None:
+            raise invalid_argument("transaction_id", "set transaction_id (or order_id)")
+        if reference == "order_id":
+            raise MeshError(
+                grpc.StatusCode.UNIMPLEMENTED, "OPERATION_NOT_SUPPORTED",
+                "refund by order_id is not supported yet; refund each transaction_id",
+            )
+        transaction_id = require_id(request.transaction_id, "transaction_id")
+        amount = money_from_proto(request.amount, "amount", allowed_currencies=settings.currencies)
+
+        async def handler():
+            masked, txn = await self._logic.refund_transaction(merchant, request.request_id, transaction_id, amount)
+            part = pb.RefundPart(
+                masked_number=masked, original_transaction_id=transaction_id, amount=money_pb(amount), transaction=txn,
+            )
+            return pb.RefundResponse(parts=[part], total_refunded=money_pb(amount))
+
+        return await self._idempotency.run(
+            merchant, f"{_SERVICE}/Refund", request.request_id, request, handler, pb.RefundResponse
+        )
 
     async def Reload(self, request: pb.ReloadRequest, context=None):
         merchant = current_call().merchant_id

@@ -15,6 +15,7 @@ from common.auth import key_digest
 from common.context import CallContext, bind_call, unbind_call
 from common.money import Money
 from gateway.adapters.native.allocation import luhn_valid
+from giftcard.authorization.v1 import authorization_pb2
 from giftcard.balance.v1 import balance_pb2
 from giftcard.gateway.v1 import gateway_pb2
 from giftcard.refund.v1 import refund_pb2 as pb
@@ -348,12 +349,107 @@ async def test_a_crash_between_cash_out_and_new_card_is_finished_by_the_retry(me
     assert await card_count(redis_client) == cards_before + 1
 
 
-# -- not yet built ----------------------------------------------------------------------------
+# -- refund of a redemption ------------------------------------------------------------------
 
 
-async def test_refund_by_original_transaction_is_not_served_yet(mesh):
+async def redeem(mesh, request_id: str, number: str, minor: int, key: str = DEMO_KEY, order_id: str = "order-r") -> str:
+    reply = await mesh.stub("authorization").Redeem(
+        authorization_pb2.RedeemRequest(request_id=request_id, order_id=order_id, card=ref(number), amount=usd(minor)),
+        metadata=auth(key), timeout=5,
+    )
+    assert reply.redeemed.amount_minor == minor
+    return reply.transaction.transaction_id
+
+
+def refund_request(request_id: str, transaction_id: str, minor: int) -> pb.RefundRequest:
+    return pb.RefundRequest(request_id=request_id, transaction_id=transaction_id, amount=usd(minor))
+
+
+async def test_refund_credits_the_card_that_paid_and_replays(mesh):
+    txn_id = await redeem(mesh, "pay-1", CARD_100, 5000)
+    assert await balance_of(mesh, CARD_100) == (5000, card_pb2.CARD_STATUS_ACTIVE)
+    first = await mesh.stub("refund").Refund(refund_request("rf-1", txn_id, 1250), metadata=auth(), timeout=5)
+    again = await mesh.stub("refund").Refund(refund_request("rf-1", txn_id, 1250), metadata=auth(), timeout=5)
+
+    assert again == first
+    assert (first.total_refunded.amount_minor, first.total_refunded.currency_code) == (1250, "USD")
+    [part] = first.parts
+    assert (part.masked_number, part.original_transaction_id, part.amount.amount_minor) == ("603571******0001", txn_id, 1250)
+    assert part.transaction.kind == transaction_pb2.TRANSACTION_KIND_REFUND
+    assert part.transaction.balance_after.amount_minor == 6250
+    assert part.transaction.order_id == "order-r"
+    assert await balance_of(mesh, CARD_100) == (6250, card_pb2.CARD_STATUS_ACTIVE)
+
+
+async def test_refunds_never_exceed_what_was_redeemed(mesh):
+    txn_id = await redeem(mesh, "pay-2", CARD_100, 3000)
+    await mesh.stub("refund").Refund(refund_request("rf-2", txn_id, 2000), metadata=auth(), timeout=5)
+    metadata = await expect_error(
+        mesh.stub("refund").Refund(refund_request("rf-3", txn_id, 1001), metadata=auth(), timeout=5),
+        grpc.StatusCode.FAILED_PRECONDITION, "AMOUNT_EXCEEDS_REFUNDABLE",
+    )
+    assert metadata["refundable_minor"] == "1000"
+    await mesh.stub("refund").Refund(refund_request("rf-4", txn_id, 1000), metadata=auth(), timeout=5)
+    assert await balance_of(mesh, CARD_100) == (10000, card_pb2.CARD_STATUS_ACTIVE)
+
+
+async def test_100_concurrent_refunds_of_1_against_50_exactly_50_succeed(mesh):
+    import asyncio
+
+    txn_id = await redeem(mesh, "pay-3", CARD_100, 5000)
+    stub = mesh.stub("refund")
+
+    async def one(i: int):
+        try:
+            await stub.Refund(refund_request(f"c-{i}", txn_id, 100), metadata=auth(), timeout=20)
+            return "OK"
+        except grpc.aio.AioRpcError as error:
+            return error_details(error)[0]
+
+    outcomes = await asyncio.gather(*(one(i) for i in range(100)))
+    assert outcomes.count("OK") == 50
+    assert outcomes.count("AMOUNT_EXCEEDS_REFUNDABLE") == 50
+    assert await balance_of(mesh, CARD_100) == (10000, card_pb2.CARD_STATUS_ACTIVE)
+
+
+async def test_a_voided_redemption_cannot_be_refunded(mesh):
+    txn_id = await redeem(mesh, "pay-4", CARD_100, 2000)
+    await mesh.stub("authorization").VoidRedemption(
+        authorization_pb2.VoidRedemptionRequest(request_id="void-4", transaction_id=txn_id), metadata=auth(), timeout=5
+    )
+    metadata = await expect_error(
+        mesh.stub("refund").Refund(refund_request("rf-5", txn_id, 100), metadata=auth(), timeout=5),
+        grpc.StatusCode.FAILED_PRECONDITION, "TRANSACTION_NOT_REFUNDABLE",
+    )
+    assert metadata["state"] == "reversed"
+    assert await balance_of(mesh, CARD_100) == (10000, card_pb2.CARD_STATUS_ACTIVE)
+
+
+async def test_refund_of_another_merchants_or_an_unknown_transaction_is_not_found(mesh):
+    txn_id = await redeem(mesh, "pay-5", CARD_100, 1000)
+    for key, transaction_id in ((ACME_KEY, txn_id), (DEMO_KEY, "txn_doesnotexist")):
+        await expect_error(
+            mesh.stub("refund").Refund(refund_request("rf-6", transaction_id, 100), metadata=auth(key), timeout=5),
+            grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND",
+        )
+    assert await balance_of(mesh, CARD_100) == (9000, card_pb2.CARD_STATUS_ACTIVE)
+
+
+async def test_refund_in_another_currency_is_refused(mesh):
+    txn_id = await redeem(mesh, "pay-6", CARD_100, 1000)
+    await expect_error(
+        mesh.stub("refund").Refund(
+            pb.RefundRequest(request_id="rf-7", transaction_id=txn_id, amount=money_pb2.Money(amount_minor=100, currency_code="CAD")),
+            metadata=auth(), timeout=5,
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION, "CURRENCY_MISMATCH",
+    )
+
+
+async def test_refund_by_order_is_not_served_yet(mesh):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await mesh.stub("refund").Refund(
-            pb.RefundRequest(request_id="rf-1", transaction_id="t_1", amount=usd(100)), metadata=auth(), timeout=5
+            pb.RefundRequest(request_id="rf-8", order_id="order-r", amount=usd(100)), metadata=auth(), timeout=5
         )
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error_details(caught.value)[0] == "OPERATION_NOT_SUPPORTED"
