@@ -28,13 +28,14 @@ from pathlib import Path
 
 import grpc
 
+from common.context import current_call
 from common.errors import MeshError
 from common.money import Money
 from common.sealing import Sealer
 from giftcard.authorization.v1 import authorization_pb2 as pb
 from giftcard.gateway.v1 import gateway_pb2
 from giftcard.type.v1 import card_pb2
-from services.authorization.logic import COMPENSATION_SECONDS, AuthorizationLogic, _timestamp, is_final, money_pb
+from services.authorization.logic import COMPENSATION_SECONDS, AuthorizationLogic, timestamp_of, is_final, money_pb
 from services.shared import transactions as txn_states
 from services.shared.background import fresh_budget
 from services.shared.holds import now_ms
@@ -148,6 +149,11 @@ class CheckoutFlow:
         expires_at_ms = now_ms() + ttl_ms
         for index, (card, _, amount) in enumerate(tenders):
             tender = plan[index]
+            if current_call().remaining() <= 0:
+                # The caller stopped waiting: debiting further cards helps nobody; undo the rest.
+                tender["reason"] = "DEADLINE_EXCEEDED"
+                await self._store.tender(merchant, checkout_id, index, tender, IN_PROGRESS)
+                return await self.compensate(merchant, checkout_id)
             tender["state"] = "attempting"
             if not await self._store.tender(merchant, checkout_id, index, tender, IN_PROGRESS):
                 raise _taken_over()
@@ -177,7 +183,7 @@ class CheckoutFlow:
         if authorize:
             reply = await self._gateway.PlaceHold(gateway_pb2.PlaceHoldRequest(
                 reference_id=reference, card=card, amount=money_pb(amount.amount_minor, amount.currency),
-                allow_partial=False, expire_time=_timestamp(expires_at_ms),
+                allow_partial=False, expire_time=timestamp_of(expires_at_ms),
             ))
             return {"moved": reply.result.amount.amount_minor, "provider": reply.result.provider,
                     "provider_transaction_id": reply.result.provider_transaction_id,

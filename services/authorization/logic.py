@@ -20,9 +20,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import grpc
+from google.protobuf import timestamp_pb2
 
-from common.context import current_call
 from common.errors import (
     AMOUNT_EXCEEDS_OPEN,
     CURRENCY_MISMATCH,
@@ -116,7 +115,7 @@ class AuthorizationLogic:
         if state in (intent_states.RESOLVING, intent_states.REVERSED):
             raise reversed_error()
         expires_at_ms = now_ms() + ttl_ms
-        expire_time = _timestamp(expires_at_ms)
+        expire_time = timestamp_of(expires_at_ms)
         try:
             reply = await self._gateway.PlaceHold(gateway_pb2.PlaceHoldRequest(
                 reference_id=reference, card=card, amount=money_pb(amount.amount_minor, amount.currency),
@@ -395,14 +394,8 @@ def _reversal_of(record: TransactionRecord) -> Reversal:
     return Reversal(bool(record.reversal_found), Money(record.reversed_amount, record.currency), record)
 
 
-def _timestamp(epoch_ms: int):
-    from google.protobuf import timestamp_pb2
-
+def timestamp_of(epoch_ms: int) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromMilliseconds(epoch_ms)
     return stamp
 
-
-def check_deadline() -> None:
-    if current_call().remaining() <= 0:
-        raise MeshError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline exceeded")
