@@ -14,6 +14,7 @@ the same card can both pass it (the native ledger's own atomic cap is global, no
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import grpc
@@ -98,7 +99,9 @@ class RefundLogic:
         if state == "aborted":  # settled as refused earlier; the stored refusal is the answer
             raise failed_precondition("REFUND_REFUSED", "this refund was refused by the provider")
         card = await self._transactions.card(merchant, transaction_id)
-        reference_id = f"refund.{request_id}"
+        # Bound to the transaction too: a request_id reused (after its idempotency record expired)
+        # for a refund of another payment on the same card must not replay this credit.
+        reference_id = "refund." + hashlib.sha256(f"{transaction_id}\0{request_id}".encode()).hexdigest()[:40]
         try:
             reply = await self._gateway.Credit(gateway_pb2.CreditRequest(
                 reference_id=reference_id, card=card, amount=money_pb(amount), kind=gateway_pb2.CREDIT_KIND_REFUND,
