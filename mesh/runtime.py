@@ -69,7 +69,9 @@ class MeshRuntime:
         self.runtime_merchants = RuntimeMerchants(self.settings.merchants)
         self._scrape_redis = None
         self.sealer = Sealer(settings.card_hash_key)
-        self.providers = ProviderFactory(self.redis, settings)
+        self.providers = ProviderFactory(
+            self.redis, settings, provider_metrics=self.telemetry.providers, tracer_provider=self.tracer_provider,
+        )
         self._channels: list[grpc.aio.Channel] = []
         self._servicers: dict[str, object] = {}
         self._metrics_server = None
@@ -164,5 +166,6 @@ class MeshRuntime:
             self._metrics_server.shutdown()
         if self._scrape_redis is not None:
             self._scrape_redis.close()
+        await self.providers.aclose()
         await self.redis.aclose()
         self.tracer_provider.shutdown()
