@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from common.errors import MeshError
 from services.authorization.checkout import CheckoutFlow, CheckoutStore
 from services.authorization.logic import AuthorizationLogic
 from services.authorization.servicer import AuthorizationServicer
@@ -52,8 +51,8 @@ class Recovery:
             with merchant_call(merchant, 120.0, authorization):
                 try:
                     await self.run(merchant)
-                except (MeshError, OSError):
-                    log.warning("recovery sweep failed; the scheduler will retry", exc_info=True)
+                except Exception:  # background work: log it, never let it escape unobserved
+                    log.warning("recovery sweep failed; the next call or the scheduler retries", exc_info=True)
                     self._started.discard(merchant)
 
         task = asyncio.ensure_future(sweep())
