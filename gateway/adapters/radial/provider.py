@@ -38,7 +38,7 @@ from common.money import Money
 from gateway.adapters.radial import translate as t
 from gateway.adapters.radial import wire
 from gateway.adapters.radial.client import RadialClient
-from gateway.adapters.radial.journal import JournalEntry, MemoryRedemptionJournal, RedemptionJournal
+from gateway.adapters.journal import JournalEntry, MemoryReferenceJournal, ReferenceJournal
 from gateway.ports import (
     ACTIVE,
     DEACTIVATED,
@@ -72,12 +72,12 @@ class RadialProvider(UnsupportedOperations):
     capabilities = CAPABILITIES
 
     def __init__(
-        self, client: RadialClient, *, currency: str = "USD", journal: RedemptionJournal | None = None,
+        self, client: RadialClient, *, currency: str = "USD", journal: ReferenceJournal | None = None,
         timeout_retries: int = 3, promo_code: str = "",
     ) -> None:
         self._client = client
         self._currency = currency
-        self._journal = journal or MemoryRedemptionJournal()
+        self._journal = journal or MemoryReferenceJournal()
         self._timeout_retries = max(0, timeout_retries)
         self._promo_code = promo_code
 
