@@ -1,0 +1,239 @@
+"""The Clutch adapter: the provider port over Clutch's gift card API (client.py + translate.py).
+
+Mapping (assumptions in gateway/adapters/README.md):
+- balance = balance (`held` = balance - availableBalance, Clutch's own holds).
+- place_hold = hold (native, partial approval: Clutch approves min(requested, available)); without
+  `allow_partial` a short approval is released at once (0.00 settlement) and refused.
+- capture_hold = settlement: Clutch redeems and releases the rest of the hold in one call, so
+  `release_remainder=True` is exactly Clutch. `release_remainder=False` (keep the rest reserved) is
+  not in Clutch: the mesh's "advanced hold" is a NEW hold for the released remainder; the result's
+  `hold_id` is that new hold (the caller must follow it) and `open` what it reserves.
+- release_hold = settlement of 0.00 (Clutch's hold reversal); a partial release is a full release
+  and a new hold for what stays reserved (new `hold_id` as above).
+- redeem = hold + settlement (Clutch has no one-step redeem); strict refuses a short hold.
+- credit (reload and refund) = issue; activate = activate (zero balance: value comes from
+  issue_value, which fulfillment calls because `issue_value` is declared); allocate = allocate by
+  CardsetID (= program_id); issue_value = issue.
+- reverse: a hold by its hold transaction id (0.00 settlement); a redemption (settled, no void in
+  Clutch) by issuing the amount back; by reference through the write-ahead journal, replaying the
+  original requests under their requestRef to learn what happened.
+- Every write sends a stable requestRef derived from the mesh reference (+ a step name), so a retry
+  replays at Clutch instead of moving money twice.
+"""
+
+from __future__ import annotations
+
+from common.config import ProviderProfile
+from common.errors import HOLD_NOT_OPEN, INSUFFICIENT_FUNDS, MeshError, failed_precondition, invalid_argument
+from common.money import Money
+from gateway.adapters.clutch import translate as t
+from gateway.adapters.clutch.client import ClutchClient
+from gateway.adapters.journal import JournalEntry, MemoryReferenceJournal, ReferenceJournal
+from gateway.ports import Capabilities, OperationResult, Reversal, UnsupportedOperations, unsupported
+
+CAPABILITIES = Capabilities(
+    hold_mode="native", partial_hold=True, partial_redeem=True, tip=False, reverse_by_reference=True,
+    cash_out=False, exchange=False, allocate=True, claim_links=False, activate=True, credit=True,
+    issue_value=True, pin_required=False,
+)
+TRANSACTION_NOT_REVERSIBLE = "TRANSACTION_NOT_REVERSIBLE"
+# Provider transaction ids this adapter hands out, so reverse() knows what it is undoing.
+_HOLD, _REDEEM = "H", "S"
+_KIND_HOLD, _KIND_REDEEM = "hold", "redeem"
+
+
+def _txn_id(kind: str, amount: Money, vendor_id: str) -> str:
+    return f"{kind}:{amount.amount_minor}:{amount.currency}:{vendor_id}"
+
+
+def _parse_txn_id(value: str) -> tuple[str, Money, str] | None:
+    parts = value.split(":", 3)
+    if len(parts) != 4 or parts[0] not in (_HOLD, _REDEEM) or not parts[1].isdigit() or not parts[3]:
+        return None
+    return parts[0], Money(int(parts[1]), parts[2]), parts[3]
+
+
+class ClutchProvider(UnsupportedOperations):
+    name = "clutch"
+    capabilities = CAPABILITIES
+
+    def __init__(self, client: ClutchClient, *, currency: str = "USD", journal: ReferenceJournal | None = None) -> None:
+        self._client = client
+        self._currency = currency
+        self._journal = journal or MemoryReferenceJournal()
+
+    @classmethod
+    def from_profile(cls, profile: ProviderProfile, *, breaker=None, tracer_provider=None, transport=None,
+                     journal=None) -> "ClutchProvider":
+        return cls(
+            ClutchClient.from_profile(profile, breaker=breaker, tracer_provider=tracer_provider, transport=transport),
+            currency=str(profile.options.get("currency", "USD")), journal=journal,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _check_currency(self, amount: Money) -> None:
+        # Clutch requests carry no currency: the program's currency is the profile's.
+        if amount.currency != self._currency:
+            raise invalid_argument("amount.currency_code", f"this clutch program is in {self._currency}", "CURRENCY_MISMATCH")
+
+    # -- holds ---------------------------------------------------------------------------------------
+
+    async def balance(self, merchant, card):
+        return t.balance_info(await self._client.commit("balance", t.balance(card)), card)
+
+    async def _hold(self, merchant, reference_id, card, amount: Money, *, allow_partial: bool, step: str, kind: str):
+        await self._journal.record(merchant, reference_id, JournalEntry(kind, amount.amount_minor, amount.currency))
+        reply = await self._client.commit("hold", t.hold(reference_id, card, amount, step))
+        result = t.hold_result(reply, card)
+        if result.amount.amount_minor < amount.amount_minor and not allow_partial:
+            await self._client.commit("release", t.hold_reversal(reference_id, result.hold_id, "undo"))
+            raise failed_precondition(INSUFFICIENT_FUNDS, "the card does not cover the amount",
+                                      available_minor=str(result.amount.amount_minor))
+        return result
+
+    async def place_hold(self, merchant, reference_id, card, amount, *, allow_partial, expires_at_ms):
+        # Clutch holds do not expire on their own (WIRE.md): the mesh releases them at expiry.
+        self._check_currency(amount)
+        result = await self._hold(merchant, reference_id, card, amount, allow_partial=allow_partial, step="", kind=_KIND_HOLD)
+        return OperationResult(
+            provider_transaction_id=_txn_id(_HOLD, result.amount, result.hold_id), amount=result.amount,
+            masked_number=result.masked_number, balance=result.balance, hold_id=result.hold_id, open=result.open,
+        )
+
+    async def _advanced_hold(self, reference_id, card, remainder: Money, closed: OperationResult) -> OperationResult:
+        """The rest stays reserved: a new hold for it (Clutch closes a hold at its settlement)."""
+        if remainder.amount_minor <= 0:
+            return closed
+        reply = await self._client.commit("hold", t.hold(reference_id, card, remainder, "adv"))
+        held = t.hold_result(reply, card)
+        return OperationResult(
+            provider_transaction_id=closed.provider_transaction_id, amount=closed.amount,
+            masked_number=closed.masked_number, balance=held.balance, hold_id=held.hold_id, open=held.amount,
+        )
+
+    async def capture_hold(self, merchant, reference_id, card, hold_id, amount, *, release_remainder):
+        self._check_currency(amount)
+        if amount.amount_minor == 0:
+            if not release_remainder:
+                raise invalid_argument("amount.amount_minor", "a capture of 0 that keeps the hold open does nothing")
+            return await self.release_hold(merchant, reference_id, card, hold_id, None)
+        reply = await self._client.commit("capture", t.settlement(reference_id, hold_id, amount))
+        captured = t.settlement_result(reply, card)
+        captured = OperationResult(
+            provider_transaction_id=_txn_id(_REDEEM, captured.amount, captured.provider_transaction_id),
+            amount=captured.amount, masked_number=captured.masked_number, balance=captured.balance,
+            hold_id=captured.hold_id, open=captured.open,
+        )
+        if release_remainder:
+            return captured
+        return await self._advanced_hold(reference_id, card, t.released(reply), captured)
+
+    async def release_hold(self, merchant, reference_id, card, hold_id, amount):
+        reply = await self._client.commit("release", t.hold_reversal(reference_id, hold_id))
+        released = t.settlement_result(reply, card, released=True)
+        if amount is None or amount.amount_minor >= released.amount.amount_minor:
+            return released
+        # Partial release: Clutch released everything; reserve again what was not to be released.
+        self._check_currency(amount)
+        kept = released.amount - amount
+        result = await self._advanced_hold(reference_id, card, kept, released)
+        return OperationResult(
+            provider_transaction_id=released.provider_transaction_id, amount=amount,
+            masked_number=result.masked_number, balance=result.balance, hold_id=result.hold_id, open=result.open,
+        )
+
+    # -- money movements -------------------------------------------------------------------------
+
+    async def redeem(self, merchant, reference_id, card, amount, *, tip, allow_partial):
+        if tip is not None and tip.amount_minor:
+            raise unsupported(self.name, "tip")
+        self._check_currency(amount)
+        held = await self._hold(merchant, reference_id, card, amount, allow_partial=allow_partial, step="h", kind=_KIND_REDEEM)
+        reply = await self._client.commit("redeem", t.settlement(reference_id, held.hold_id, held.amount, "s"))
+        result = t.settlement_result(reply, card)
+        return OperationResult(
+            provider_transaction_id=_txn_id(_REDEEM, result.amount, result.provider_transaction_id),
+            amount=result.amount, masked_number=card.masked, balance=result.balance,
+        )
+
+    async def credit(self, merchant, reference_id, card, amount, *, kind):
+        # Clutch has one way to add value (issue); a reload and a refund are both an issue.
+        self._check_currency(amount)
+        reply = await self._client.commit("credit", t.issue(reference_id, card, amount))
+        return t.card_result(reply, card, "credit", reply.amount)
+
+    async def activate(self, merchant, reference_id, card, amount, *, promo_code):
+        """Clutch activates with a zero balance; the value follows as issue_value (declared in the
+        capabilities, so the fulfillment flow calls it). `amount` is therefore not loaded here."""
+        self._check_currency(amount)
+        reply = await self._client.commit("activate", t.activate(reference_id, card))
+        return t.card_result(reply, card, "activate", None)
+
+    async def allocate(self, merchant, reference_id, program_id, amount):
+        self._check_currency(amount)
+        return t.allocation(await self._client.commit("allocate", t.allocate(reference_id, program_id)), self._currency)
+
+    async def issue_value(self, merchant, reference_id, card, amount):
+        self._check_currency(amount)
+        reply = await self._client.commit("issue_value", t.issue(reference_id, card, amount))
+        return t.card_result(reply, card, "issue_value", reply.amount)
+
+    # -- reversal --------------------------------------------------------------------------------
+
+    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
+        if provider_transaction_id:
+            parsed = _parse_txn_id(provider_transaction_id)
+            if parsed is None:
+                raise failed_precondition(TRANSACTION_NOT_REVERSIBLE, "not a clutch hold or redemption of this adapter",
+                                          provider="clutch")
+            kind, amount, vendor_id = parsed
+            if kind == _HOLD:
+                return await self._release_for_reversal(card, vendor_id)
+            return await self._give_back(f"rev:{vendor_id}", card, amount)
+        if not original_reference_id:
+            raise invalid_argument("target", "set provider_transaction_id or original_reference_id")
+        entries = await self._journal.entries(merchant, original_reference_id)
+        if not entries:
+            # Nothing journaled = nothing was sent under that reference.
+            return Reversal(OperationResult("", Money(0, self._currency), card.masked), False)
+        entry = entries[-1]
+        amount = Money(entry.amount_minor, entry.currency)
+        step = "h" if entry.order_id == _KIND_REDEEM else ""
+        # Replaying the hold under its requestRef answers what Clutch did with it (or applies it
+        # now, if it never arrived: then it is released below, and a late copy can only replay).
+        held = t.hold_result(await self._client.commit("hold", t.hold(original_reference_id, card, amount, step)), card)
+        try:
+            reply = await self._client.commit("reverse", t.hold_reversal(original_reference_id, held.hold_id, "undo"))
+            return Reversal(t.settlement_result(reply, card, released=True), True)
+        except MeshError as error:
+            if error.reason != HOLD_NOT_OPEN or entry.order_id != _KIND_REDEEM:
+                if error.reason == HOLD_NOT_OPEN:
+                    return Reversal(OperationResult("", Money(0, amount.currency), card.masked), False)
+                raise
+        # The hold was settled: replay the settlement to learn what was redeemed, then give it back.
+        try:
+            settled = t.settlement_result(await self._client.commit(
+                "redeem", t.settlement(original_reference_id, held.hold_id, held.amount, "s")), card)
+        except MeshError as error:
+            if error.reason == HOLD_NOT_OPEN:  # closed by a reversal, not by the redemption
+                return Reversal(OperationResult("", Money(0, amount.currency), card.masked), False)
+            raise
+        return await self._give_back(f"rev:{original_reference_id}", card, settled.amount)
+
+    async def _release_for_reversal(self, card, hold_id) -> Reversal:
+        try:
+            reply = await self._client.commit("reverse", t.hold_reversal(f"rev:{hold_id}", hold_id))
+        except MeshError as error:
+            if error.reason == HOLD_NOT_OPEN:
+                return Reversal(OperationResult("", Money(0, self._currency), card.masked), False)
+            raise
+        return Reversal(t.settlement_result(reply, card, released=True), True)
+
+    async def _give_back(self, key: str, card, amount: Money) -> Reversal:
+        """Clutch cannot void a settlement: the redeemed amount is issued back to the card. The
+        requestRef is derived from what is undone (not from the reversal's own reference), so any
+        repeat of the reversal replays at Clutch and never gives back twice."""
+        reply = await self._client.commit("reverse", t.issue(key, card, amount))
+        return Reversal(t.card_result(reply, card, "reverse", reply.amount), True)
