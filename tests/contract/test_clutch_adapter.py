@@ -1,6 +1,6 @@
 """The Clutch adapter against the Clutch simulator over real HTTP: native holds with partial
 approval, capture via settlement releasing the rest, the $0 settlement releasing a hold, the
-advanced hold for an unshipped remainder, allocate by CardsetID -> activate -> issue, and the
+advanced hold for an unshipped remainder, allocate by CardsetID -> activate (+ issue of the amount), and the
 reversals (hold release, redemption given back, by reference after a lost reply)."""
 
 from __future__ import annotations
@@ -161,9 +161,11 @@ async def test_allocate_by_card_set_then_activate_then_issue(sim, provider):
     card = CardId("card_number", allocation.card_number, pin=allocation.pin)
     assert (await provider.balance("m", card)).status == INACTIVE
     activated = await provider.activate("m", "ac-1", card, USD(5000), promo_code="")
-    assert (activated.amount, activated.balance) == (USD(0), USD(0))
-    issued = await provider.issue_value("m", "is-1", card, USD(5000))
-    assert (issued.amount, issued.balance) == (USD(5000), USD(5000))
+    assert (activated.amount, activated.balance) == (USD(5000), USD(5000))
+    again = await provider.activate("m", "ac-1", card, USD(5000), promo_code="")  # a retry replays
+    assert again.balance == USD(5000) and _sim_card(sim, allocation.card_number)["balance"] == "50.00"
+    issued = await provider.issue_value("m", "is-1", card, USD(1000))
+    assert (issued.amount, issued.balance) == (USD(1000), USD(6000))
     with pytest.raises(MeshError) as caught:
         await provider.activate("m", "ac-2", card, USD(5000), promo_code="")
     assert caught.value.reason == CARD_ALREADY_ACTIVE

@@ -11,9 +11,9 @@ Mapping (assumptions in gateway/adapters/README.md):
 - release_hold = settlement of 0.00 (Clutch's hold reversal); a partial release is a full release
   and a new hold for what stays reserved (new `hold_id` as above).
 - redeem = hold + settlement (Clutch has no one-step redeem); strict refuses a short hold.
-- credit (reload and refund) = issue; activate = activate (zero balance: value comes from
-  issue_value, which fulfillment calls because `issue_value` is declared); allocate = allocate by
-  CardsetID (= program_id); issue_value = issue.
+- credit (reload and refund) = issue; activate = activate (Clutch: zero balance) + issue of the
+  amount (the port's Activate loads); allocate = allocate by CardsetID (= program_id), number +
+  optional PIN, inactive; issue_value = issue (callable; not declared, see CAPABILITIES).
 - reverse: a hold by its hold transaction id (0.00 settlement); a redemption (settled, no void in
   Clutch) by issuing the amount back; by reference through the write-ahead journal, replaying the
   original requests under their requestRef to learn what happened.
@@ -34,7 +34,9 @@ from gateway.ports import Capabilities, OperationResult, Reversal, UnsupportedOp
 CAPABILITIES = Capabilities(
     hold_mode="native", partial_hold=True, partial_redeem=True, tip=False, reverse_by_reference=True,
     cash_out=False, exchange=False, allocate=True, claim_links=False, activate=True, credit=True,
-    issue_value=True, pin_required=False,
+    # issue_value() works (Clutch issue), but activate() already issues the initial value, so the
+    # capability stays False: declaring it would make fulfillment load the card a second time.
+    issue_value=False, pin_required=False,
 )
 TRANSACTION_NOT_REVERSIBLE = "TRANSACTION_NOT_REVERSIBLE"
 # Provider transaction ids this adapter hands out, so reverse() knows what it is undoing.
@@ -165,11 +167,14 @@ class ClutchProvider(UnsupportedOperations):
         return t.card_result(reply, card, "credit", reply.amount)
 
     async def activate(self, merchant, reference_id, card, amount, *, promo_code):
-        """Clutch activates with a zero balance; the value follows as issue_value (declared in the
-        capabilities, so the fulfillment flow calls it). `amount` is therefore not loaded here."""
+        """Clutch activates with a zero balance and loads with a separate issuance; the port's
+        Activate loads the initial value (refund-to-new-card relies on it), so both happen here,
+        each under its own requestRef: a retry after a crash between them replays the activation
+        and sends the issuance once. A card already active is CARD_ALREADY_ACTIVE, never a load."""
         self._check_currency(amount)
-        reply = await self._client.commit("activate", t.activate(reference_id, card))
-        return t.card_result(reply, card, "activate", None)
+        await self._client.commit("activate", t.activate(reference_id, card))
+        reply = await self._client.commit("activate", t.issue(reference_id, card, amount, "load"))
+        return t.card_result(reply, card, "activate", reply.amount)
 
     async def allocate(self, merchant, reference_id, program_id, amount):
         self._check_currency(amount)
