@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from common.config import ProviderProfile, Settings
 from gateway.adapters.breaker import CircuitBreaker
@@ -41,7 +42,11 @@ class ProviderFactory:
             ) from None
         if not profile.base_url:
             raise ValueError(f"merchant {merchant_id}: provider {profile.provider} needs base_url")
-        adapter = module.build(profile, breaker=self._breaker(profile), tracer_provider=self._tracer_provider)
+        extra = {}
+        if "redis" in inspect.signature(module.build).parameters:
+            # Adapters that undo by amount journal what they send (gateway/adapters/journal.py).
+            extra["redis"] = self._redis
+        adapter = module.build(profile, breaker=self._breaker(profile), tracer_provider=self._tracer_provider, **extra)
         self._vendor_adapters.append(adapter)
         if adapter.capabilities.hold_mode != "native":
             return EmulatedHolds(adapter, self._redis, self._card_hash_key, profile.hold_emulation)
