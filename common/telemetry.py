@@ -389,10 +389,26 @@ def instrument_redis(client, tracer_provider: TracerProvider) -> None:
 
 
 def instrument_http_client(client, tracer_provider: TracerProvider) -> None:
-    """Client spans and W3C `traceparent` injection for one vendor `httpx.AsyncClient`.
+    """Client spans and W3C `traceparent` injection for one vendor `httpx` client.
 
-    Only method, URL and status are recorded (no bodies, no headers); vendor URLs must not carry
-    card data in their path or query (adapters put it in the body)."""
+    Only method, URL and status are recorded (no bodies, no headers), and the URL without its
+    query string: some vendor APIs take card numbers as query parameters."""
+    import httpx
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
+    if isinstance(client, httpx.AsyncClient):
+        async def hook(span, request) -> None:
+            _drop_url_query(span)
+    else:
+        def hook(span, request) -> None:
+            _drop_url_query(span)
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider, request_hook=hook)
+
+
+def _drop_url_query(span) -> None:
+    if not span.is_recording() or span.attributes is None:
+        return
+    for attribute in ("url.full", "http.url"):
+        value = span.attributes.get(attribute)
+        if isinstance(value, str) and ("?" in value or "#" in value):
+            span.set_attribute(attribute, value.split("?", 1)[0].split("#", 1)[0])

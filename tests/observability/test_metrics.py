@@ -145,7 +145,12 @@ async def test_ten_thousand_distinct_cards_do_not_grow_label_cardinality(mesh):
     await asyncio.gather(*(one(i) for i in range(100, 10_100)))
     after = await scrape(mesh)
 
-    assert set(after) == set(before)  # the same series, only their values moved
+    # The request path's series are the same, only their values moved (background jobs such as
+    # settlement may add their own series meanwhile: those do not depend on cards).
+    request_path = ("giftcard_rpc_", "giftcard_provider_", "giftcard_idempotency_", "giftcard_open_holds",
+                    "giftcard_held_amount")
+    assert {k for k in after if k[0].startswith(request_path)} == {k for k in before if k[0].startswith(request_path)}
+    assert len(after) < len(before) + 50
     assert value(after, "giftcard_rpc_requests_total", service=BALANCE, rpc="GetBalance", code="NOT_FOUND") == 10_100
     label_values = {v for key in after for _, v in key[1]}
     assert not [v for v in label_values if "60357120" in v]
