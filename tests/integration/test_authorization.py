@@ -481,3 +481,43 @@ async def test_concurrent_holds_and_redeems_never_overdraw(mesh):
     assert len(ok) == 50
     balance, held = await balance_of(mesh, number)
     assert balance - held == 0 and balance >= 0
+
+
+# -- card state, PIN, more reversal targets -------------------------------------------------------
+
+
+async def test_inactive_card_cannot_be_authorized_or_redeemed(mesh):
+    for rpc, request in (("Authorize", authorize("6035710000000003", 1_00)), ("Redeem", redeem("6035710000000003", 1_00))):
+        code, reason, _, _ = await fails(mesh, rpc, request)
+        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CARD_INACTIVE")
+
+
+async def test_pin_card_needs_its_pin_and_the_pin_never_shows(mesh):
+    pin_card = card_pb2.CardRef(card_number="6035710000000002", pin="9999")
+    code, reason, _, _ = await fails(mesh, "Redeem", pb.RedeemRequest(request_id=rid(), card=pin_card, amount=usd(1_00)))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "INVALID_PIN")
+    pin_card.pin = "1234"
+    reply = await call(mesh, "Redeem", pb.RedeemRequest(request_id=rid(), card=pin_card, amount=usd(1_00)))
+    assert reply.transaction.balance_after.amount_minor == 24_00
+    assert "1234" not in str(reply) and "6035710000000002" not in str(reply)
+
+
+async def test_reverse_transaction_with_a_hold_id_releases_the_hold_once(mesh):
+    number = await new_card(mesh, 100_00)
+    hold = (await call(mesh, "Authorize", authorize(number, 12_00))).hold
+    first = await call(mesh, "ReverseTransaction", pb.ReverseTransactionRequest(request_id=rid(), transaction_id=hold.hold_id))
+    assert (first.outcome, first.amount.amount_minor) == (pb.REVERSAL_OUTCOME_REVERSED, 12_00)
+    again = await call(mesh, "ReverseTransaction", pb.ReverseTransactionRequest(request_id=rid(), transaction_id=hold.hold_id))
+    assert (again.outcome, again.amount.amount_minor) == (pb.REVERSAL_OUTCOME_REVERSED, 12_00)
+    assert await balance_of(mesh, number) == (100_00, 0)
+
+
+async def test_reverse_transaction_of_unknown_or_foreign_id_is_not_found(mesh):
+    number = await new_card(mesh, 100_00)
+    txn = (await call(mesh, "Redeem", redeem(number, 5_00))).transaction
+    for transaction_id, key in (("txn_nope", None), (txn.transaction_id, ACME_KEY), ("hld_nope", None)):
+        code, reason, _, _ = await fails(mesh, "ReverseTransaction", pb.ReverseTransactionRequest(
+            request_id=rid(), transaction_id=transaction_id), key)
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert reason in ("TRANSACTION_NOT_FOUND", "HOLD_NOT_FOUND")
+    assert await balance_of(mesh, number) == (95_00, 0)
