@@ -249,6 +249,44 @@ class IdempotencyMetrics:
             counter.labels(rpc).inc()
 
 
+class SettlementMetrics:
+    """The settlement service's scheduler: job runs, items finished, queue depths.
+
+    Labels are fixed sets (job: batch | reversals | expiry | resolver; queue: captures | reversals;
+    outcome: ok | error, or the item's end state), never merchants or ids, so the series count does
+    not grow with traffic. Queue depth and the oldest unresolved intent's age are also exported
+    through the scrape-time `giftcard_job_queue_depth` / `giftcard_oldest_unresolved_intent_age_seconds`
+    families (service="settlement") from the values the jobs last measured.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.runs = Counter(
+            "giftcard_settlement_job_runs", "Scheduler job runs", ["job", "outcome"], registry=registry,
+        )
+        self.items = Counter(
+            "giftcard_settlement_items", "Work items finished or put back, by end state",
+            ["queue", "outcome"], registry=registry,
+        )
+        self.depth = Gauge(
+            "giftcard_settlement_queue_depth", "Items not yet final, over all merchants", ["queue"],
+            registry=registry,
+        )
+        self.oldest_intent = Gauge(
+            "giftcard_settlement_oldest_unresolved_intent_seconds",
+            "Age of the oldest write-ahead intent with no recorded outcome", registry=registry,
+        )
+
+    def run(self, job: str, outcome: str) -> None:
+        self.runs.labels(job, outcome).inc()
+
+    def item(self, queue: str, outcome: str) -> None:
+        self.items.labels(queue, outcome).inc()
+
+    def backlog(self) -> list["JobBacklog"]:
+        depth = sum(child._value.get() for child in (self.depth.labels(q) for q in ("captures", "reversals")))
+        return [JobBacklog("settlement", int(depth), float(self.oldest_intent._value.get()))]
+
+
 # -- state read at scrape time ----------------------------------------------------------------
 
 @dataclass(frozen=True)

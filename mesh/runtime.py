@@ -75,6 +75,8 @@ class MeshRuntime:
         self._channels: list[grpc.aio.Channel] = []
         self._servicers: dict[str, object] = {}
         self._metrics_server = None
+        # Background schedulers of the services served here (settlement), started with the server.
+        self.schedulers: list = []
         for name in self.services:
             self._servicers[name] = self._build(name)
         self.server = MeshServer(
@@ -132,6 +134,12 @@ class MeshRuntime:
             from services.refund.server import build_refund
 
             return build_refund(self)
+        if name == "settlement":
+            from services.settlement.server import build_settlement
+
+            servicer, scheduler = build_settlement(self)
+            self.schedulers.append(scheduler)
+            return servicer
         return NOT_YET_IMPLEMENTED[name]()
 
     def _gateway_router(self) -> RuntimeRouter:
@@ -155,9 +163,14 @@ class MeshRuntime:
             self._metrics_server, _ = start_http_server(
                 self.settings.metrics.port, self.settings.metrics.host, registry=self.registry
             )
+        if self.settings.settlement.scheduler_enabled:
+            for scheduler in self.schedulers:
+                scheduler.start()
         log.info("serving", extra={"services": self.services, "port": self.port})
 
     async def stop(self, grace: float | None = None) -> None:
+        for scheduler in self.schedulers:
+            await scheduler.stop()
         await self.server.stop(grace)
         await self.idempotency.drain()
         for channel in self._channels:

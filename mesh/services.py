@@ -55,6 +55,4 @@ SPECS: dict[str, ServiceSpec] = {
 }
 
 # Generated base servicers: every RPC raises NotImplementedError -> UNIMPLEMENTED (see interceptor).
-NOT_YET_IMPLEMENTED = {
-    "settlement": settlement_pb2_grpc.SettlementServiceServicer,
-}
+NOT_YET_IMPLEMENTED: dict[str, type] = {}

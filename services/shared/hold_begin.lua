@@ -21,6 +21,9 @@ if existing then
 end
 local h = redis.call("HMGET", KEYS[1], "state", "expires_at_ms", "authorized", "captured", "released", "reserved",
   "transferred")
+if h[1] == "expired" then
+  return fail("HOLD_EXPIRED", {expires_at_ms = h[2]})
+end
 if h[1] ~= "open" then
   return fail("HOLD_NOT_OPEN", {state = h[1]})
 end

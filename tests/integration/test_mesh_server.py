@@ -180,14 +180,6 @@ async def test_plan_tender_applies_min_of_available_and_remaining_in_order(mesh)
     assert reply.covered.amount_minor == 11000
 
 
-async def test_services_not_yet_built_answer_unimplemented(mesh):
-    from giftcard.settlement.v1 import settlement_pb2
-
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await mesh.stub("settlement").ListOpenSettlements(settlement_pb2.ListOpenSettlementsRequest(), metadata=auth(), timeout=5)
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 async def test_an_expired_deadline_changes_nothing(mesh):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await mesh.stub("balance").GetBalance(

@@ -1,0 +1,64 @@
+"""Composition root of the settlement service: its queues, flows and scheduler from the runtime's
+shared dependencies (Redis, sealer, idempotency, settings, the gateway client)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+from common.service_client import GrpcClient
+from common.telemetry import SettlementMetrics
+from services.authorization.checkout import CheckoutFlow, CheckoutStore
+from services.authorization.logic import AuthorizationLogic
+from services.authorization.server import Recovery
+from services.settlement.logic import Limits, SettlementLogic
+from services.settlement.queue import JobLeases, WorkQueue
+from services.settlement.scheduler import Scheduler, SettlementJobs
+from services.settlement.servicer import SettlementServicer
+from services.shared.holds import HoldStore
+from services.shared.intents import IntentLog
+from services.shared.keys import IdDeriver
+from services.shared.transactions import TransactionStore
+
+# A capture whose outcome was unknown (timeout) is sent again after this long.
+RETRY_MS = 5_000
+
+
+def worker_id() -> str:
+    """Names this process in leases (for operators reading Redis); not a secret."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def build_settlement(runtime) -> tuple[SettlementServicer, Scheduler]:
+    settings = runtime.settings
+    config = settings.settlement
+    gateway = runtime.client("gateway")
+    ids = IdDeriver(settings.card_hash_key)
+    holds = HoldStore(runtime.redis, runtime.sealer)
+    authorization = AuthorizationLogic(
+        gateway, holds, TransactionStore(runtime.redis, runtime.sealer), IntentLog(runtime.redis, runtime.sealer), ids,
+    )
+    recovery = Recovery(authorization, CheckoutFlow(gateway, CheckoutStore(runtime.redis, runtime.sealer), authorization))
+    metrics = SettlementMetrics(runtime.registry)
+    runtime.telemetry.scrape.add_jobs_source(metrics.backlog)
+    logic = SettlementLogic(
+        gateway, holds, authorization, WorkQueue(runtime.redis, "stl"), WorkQueue(runtime.redis, "rvs"), ids,
+        Limits(lease_ms=int(config.lease_seconds * 1000), concurrency=config.concurrency, retry_ms=RETRY_MS),
+        worker_id(), metrics,
+    )
+    jobs = SettlementJobs(logic, recovery, JobLeases(runtime.redis), runtime.redis, config, metrics)
+    remote = isinstance(gateway, GrpcClient)
+
+    def credentials(merchant: str) -> str | None:
+        if not remote:
+            return ""
+        key = config.job_api_keys.get(merchant)
+        return None if key is None else f"Bearer {key.get_secret_value()}"
+
+    async def merchants() -> list[str]:
+        found = set(settings.merchants) | set(await runtime.key_store.merchants())
+        return sorted(found)
+
+    scheduler = Scheduler(jobs, config, merchants, credentials, metrics)
+    return SettlementServicer(logic, runtime.idempotency, settings), scheduler
