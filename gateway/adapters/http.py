@@ -190,10 +190,11 @@ class RetryPolicy:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "RetryPolicy":
+        default = cls()
         return cls(
-            max_attempts=max(1, int(options.get("max_attempts", cls.max_attempts))),
-            base_backoff_seconds=float(options.get("backoff_seconds", cls.base_backoff_seconds)),
-            max_backoff_seconds=float(options.get("max_backoff_seconds", cls.max_backoff_seconds)),
+            max_attempts=max(1, int(options.get("max_attempts", default.max_attempts))),
+            base_backoff_seconds=float(options.get("backoff_seconds", default.base_backoff_seconds)),
+            max_backoff_seconds=float(options.get("max_backoff_seconds", default.max_backoff_seconds)),
         )
 
     def backoff(self, attempt: int) -> float:

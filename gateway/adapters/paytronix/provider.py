@@ -143,7 +143,8 @@ class PaytronixProvider(UnsupportedOperations):
         return dataclasses.replace(moved, masked_number=from_card.masked, balance=Money(0, self._currency))
 
     async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
-        payload = self._base()
+        # reverse.json takes only merchantId, storeCode and the two ids (no POS fields).
+        payload = t.common(self._merchant_id, self._store, {})
         if provider_transaction_id:
             try:
                 payload["pxTransactionId"] = int(provider_transaction_id)
@@ -151,7 +152,7 @@ class PaytronixProvider(UnsupportedOperations):
                 raise invalid_argument("provider_transaction_id", "paytronix transaction ids are integers") from None
         if original_reference_id:
             payload["externalTransactionId"] = t.external_id(original_reference_id)
-        if len(payload) == len(self._base()):
+        if "pxTransactionId" not in payload and "externalTransactionId" not in payload:
             raise invalid_argument("target", "set provider_transaction_id or original_reference_id")
         reply = await self._client.reverse(payload)
         code = t.failure_code(reply)

@@ -1,0 +1,73 @@
+"""Contract fixtures: a vendor simulator (module-scoped, reset per test) and a mesh whose merchants
+use it, one per hold emulation mode. Parametrized over tests/contract/harness.py HARNESSES."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import pytest
+from grpc_status import rpc_status
+from google.rpc import error_details_pb2
+
+from gateway.simulators import start_simulator
+from tests.contract.harness import HARNESSES, MERCHANT_KEYS, Harness, VendorLedger, merchants
+from tests.support.mesh import RunningMesh, start_mesh
+
+
+@pytest.fixture(scope="module")
+def simulators():
+    """One running simulator per vendor for the module; stopped at the end."""
+    running: dict[str, object] = {}
+    yield lambda vendor: running.setdefault(vendor, start_simulator(vendor))
+    for sim in running.values():
+        sim.stop()
+
+
+@dataclass
+class ContractEnv:
+    harness: Harness
+    mesh: RunningMesh
+    ledger: VendorLedger
+    simulator: object | None
+
+    @property
+    def vendor(self) -> str:
+        return self.harness.name
+
+    def metadata(self, mode: str = "shadow"):
+        return (("authorization", f"Bearer {MERCHANT_KEYS[mode]}"),)
+
+    async def call(self, rpc: str, request, mode: str = "shadow", timeout: float = 10):
+        return await getattr(self.mesh.stub("gateway"), rpc)(request, metadata=self.metadata(mode), timeout=timeout)
+
+    def sim_post(self, path: str, body) -> None:
+        httpx.post(f"{self.simulator.base_url}{path}", json=body, timeout=5).raise_for_status()
+
+
+async def build_env(vendor: str, simulators, redis_url: str, **profile_extra) -> ContractEnv:
+    harness = HARNESSES[vendor]
+    sim = None
+    if harness.simulator:
+        sim = simulators(harness.simulator)
+        httpx.post(f"{sim.base_url}/_sim/reset", timeout=5).raise_for_status()
+    mesh = await start_mesh("all-in-one", redis_url, merchants=merchants(harness, sim.base_url if sim else None, **profile_extra))
+    return ContractEnv(harness, mesh, VendorLedger(harness, sim, mesh.runtimes[0]), sim)
+
+
+@pytest.fixture(params=list(HARNESSES))
+async def env(request, simulators, redis_client, redis_url):
+    built = await build_env(request.param, simulators, redis_url)
+    yield built
+    await built.mesh.close()
+
+
+def details(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+    status = rpc_status.from_call(error)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return error.code(), info.reason, dict(info.metadata)
+    return error.code(), "", {}

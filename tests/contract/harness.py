@@ -1,0 +1,106 @@
+"""One entry per vendor for the contract suite: how to point a merchant at it and how to seed and
+read its ledger. Adding a vendor (radial, clutch, smartclixx) = one `Harness` in HARNESSES; every
+scenario in test_contract.py then runs against it, driven by the capabilities it declares.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from common.auth import key_digest
+
+CURRENCY = "USD"
+
+
+def new_number(prefix: str = "6035") -> str:
+    return prefix + "".join(secrets.choice("0123456789") for _ in range(16 - len(prefix)))
+
+
+@dataclass
+class Harness:
+    name: str
+    # Simulator vendor name (None: the in-house native ledger, no HTTP).
+    simulator: str | None
+    credentials: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    simulator_options: dict[str, Any] | None = None
+    # Operations the vendor cannot do at all: UNIMPLEMENTED naming vendor + operation.
+    unsupported: frozenset[str] = frozenset()
+    # The vendor can reverse a timed-out write by our reference.
+    reverse_by_reference: bool = True
+
+    def profile(self, base_url: str | None, hold_emulation: str, **extra) -> dict[str, Any]:
+        if self.simulator is None:
+            return {"provider": "native"}
+        return {
+            "provider": self.name, "base_url": base_url, "credentials": dict(self.credentials),
+            "options": {**self.options, "breaker_failure_threshold": 3, "breaker_reset_seconds": 0.5,
+                        "backoff_seconds": 0.01},
+            "timeout_seconds": 2.0, "hold_emulation": hold_emulation, **extra,
+        }
+
+
+HARNESSES: dict[str, Harness] = {
+    "native": Harness("native", None, unsupported=frozenset({"issue_value"})),
+    "paytronix": Harness(
+        "paytronix", "paytronix",
+        credentials={"username": "paytronix-sim", "password": "paytronix-sim-secret"},
+        options={"merchant_id": 1, "store_code": "S-001", "terminal_id": "T1"},
+        unsupported=frozenset({"allocate", "issue_value"}),
+    ),
+    "ackroo": Harness(
+        "ackroo", "ackroo", credentials={"token": "ackroo-sim-token"},
+        options={"device_id": "0d373af2942291bf", "clerk_id": "giftcard-mesh"},
+        unsupported=frozenset({"allocate", "issue_value", "exchange", "tip"}),
+        reverse_by_reference=False,
+    ),
+}
+
+# Merchants of the contract mesh: one per hold emulation mode (native ignores the mode).
+MERCHANT_KEYS = {"shadow": "contract-shadow-key", "redeem_at_authorize": "contract-rat-key"}
+
+
+def merchants(harness: Harness, base_url: str | None, **profile_extra) -> dict[str, Any]:
+    return {
+        mode: {
+            "api_key_sha256": [key_digest(key)], "currencies": [CURRENCY],
+            "providers": [harness.profile(base_url, mode, **profile_extra)],
+        }
+        for mode, key in MERCHANT_KEYS.items()
+    }
+
+
+class VendorLedger:
+    """Seed and read cards where the vendor keeps them (simulator admin API or native ledger)."""
+
+    def __init__(self, harness: Harness, simulator=None, runtime=None) -> None:
+        self.harness = harness
+        self.simulator = simulator
+        self.runtime = runtime
+
+    async def seed(self, merchant: str, balance_minor: int, *, active: bool = True, pin: str | None = None) -> str:
+        number = new_number()
+        if self.simulator is None:
+            await self.runtime.providers.native_ledger.create_card(
+                merchant, number, CURRENCY, pin=pin, balance_minor=balance_minor, active=active,
+            )
+            return number
+        spec = {"number": number, "balance": f"{Decimal(balance_minor).scaleb(-2):.2f}",
+                "status": "active" if active else "inactive"}
+        if pin:
+            spec["pin"] = pin
+        httpx.post(f"{self.simulator.base_url}/_sim/cards", json=spec, timeout=5).raise_for_status()
+        return number
+
+    async def balance(self, merchant: str, number: str) -> int:
+        if self.simulator is None:
+            state = await self.runtime.providers.native_ledger.get_card(merchant, number)
+            return state.balance_minor
+        reply = httpx.get(f"{self.simulator.base_url}/_sim/cards/{number}", timeout=5)
+        reply.raise_for_status()
+        return int(Decimal(str(reply.json()["balance"])).scaleb(2))
