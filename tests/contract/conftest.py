@@ -3,6 +3,7 @@ use it, one per hold emulation mode. Parametrized over tests/contract/harness.py
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import grpc
@@ -12,17 +13,43 @@ from grpc_status import rpc_status
 from google.rpc import error_details_pb2
 
 from gateway.simulators import start_simulator
+from gateway.simulators.common.server import RunningSimulator
 from tests.contract.harness import HARNESSES, MERCHANT_KEYS, Harness, VendorLedger, merchants
 from tests.support.mesh import RunningMesh, start_mesh
 
 
+class SimulatorPool:
+    """One running simulator per vendor for a module; `down(vendor)` takes one off the network
+    (connection refused) and brings it back on the same port with its ledger intact."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, RunningSimulator] = {}
+
+    def __call__(self, vendor: str) -> RunningSimulator:
+        if vendor not in self.running:
+            self.running[vendor] = start_simulator(vendor)
+        return self.running[vendor]
+
+    @contextlib.contextmanager
+    def down(self, vendor: str):
+        current = self.running[vendor]
+        current.stop()
+        try:
+            yield
+        finally:
+            current.simulator.faults.stopping.clear()
+            self.running[vendor] = RunningSimulator(current.simulator, port=current.port).start()
+
+    def stop(self) -> None:
+        for sim in self.running.values():
+            sim.stop()
+
+
 @pytest.fixture(scope="module")
 def simulators():
-    """One running simulator per vendor for the module; stopped at the end."""
-    running: dict[str, object] = {}
-    yield lambda vendor: running.setdefault(vendor, start_simulator(vendor))
-    for sim in running.values():
-        sim.stop()
+    pool = SimulatorPool()
+    yield pool
+    pool.stop()
 
 
 @dataclass
@@ -30,7 +57,8 @@ class ContractEnv:
     harness: Harness
     mesh: RunningMesh
     ledger: VendorLedger
-    simulator: object | None
+    simulator: RunningSimulator | None
+    pool: SimulatorPool | None = None
 
     @property
     def vendor(self) -> str:
@@ -53,7 +81,7 @@ async def build_env(vendor: str, simulators, redis_url: str, **profile_extra) ->
         sim = simulators(harness.simulator)
         httpx.post(f"{sim.base_url}/_sim/reset", timeout=5).raise_for_status()
     mesh = await start_mesh("all-in-one", redis_url, merchants=merchants(harness, sim.base_url if sim else None, **profile_extra))
-    return ContractEnv(harness, mesh, VendorLedger(harness, sim, mesh.runtimes[0]), sim)
+    return ContractEnv(harness, mesh, VendorLedger(harness, sim, mesh.runtimes[0]), sim, simulators)
 
 
 @pytest.fixture(params=list(HARNESSES))

@@ -33,6 +33,8 @@ class Harness:
     unsupported: frozenset[str] = frozenset()
     # The vendor can reverse a timed-out write by our reference.
     reverse_by_reference: bool = True
+    # The vendor path a plain redeem goes to (fault injection targets it).
+    redeem_path: str = ""
 
     def profile(self, base_url: str | None, hold_emulation: str, **extra) -> dict[str, Any]:
         if self.simulator is None:
@@ -51,13 +53,13 @@ HARNESSES: dict[str, Harness] = {
         "paytronix", "paytronix",
         credentials={"username": "paytronix-sim", "password": "paytronix-sim-secret"},
         options={"merchant_id": 1, "store_code": "S-001", "terminal_id": "T1"},
-        unsupported=frozenset({"allocate", "issue_value"}),
+        unsupported=frozenset({"allocate", "issue_value"}), redeem_path="/gift/redeem.json",
     ),
     "ackroo": Harness(
         "ackroo", "ackroo", credentials={"token": "ackroo-sim-token"},
         options={"device_id": "0d373af2942291bf", "clerk_id": "giftcard-mesh"},
         unsupported=frozenset({"allocate", "issue_value", "exchange", "tip"}),
-        reverse_by_reference=False,
+        reverse_by_reference=False, redeem_path="/transaction/gift/debit",
     ),
 }
 
