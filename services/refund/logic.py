@@ -73,32 +73,32 @@ class CardToCardResult:
 
 
 class RefundLogic:
-    def __init__(self, gateway, transactions=None, refunds=None) -> None:
+    def __init__(self, gateway, transactions=None, refunds=None, holds=None, captures=None) -> None:
         self._gateway = gateway
-        # services.shared.transactions.TransactionStore and refunds.RefundLedger (Refund only).
+        # Refund only: services.shared TransactionStore and HoldStore, the settlement service's
+        # capture queue (services.settlement.queue.WorkQueue "stl"), and refunds.RefundLedger.
         self._transactions = transactions
         self._refunds = refunds
+        self._holds = holds
+        self._captures = captures
 
-    # -- refund of a redemption ----------------------------------------------------------------
+    # -- refund of a payment (redemption or capture) -------------------------------------------
 
     async def refund_transaction(
         self, merchant: str, request_id: str, transaction_id: str, amount: Money
     ) -> tuple[str, transaction_pb2.Transaction]:
-        """Credit `amount` of a redemption back to the card that paid it: (masked number, the
-        refund's transaction). The amount is reserved against the redemption first (one script:
-        refunded + reserved <= redeemed - voided), then the card is credited with a reference
-        derived from request_id; a refusal returns the reservation, a transient failure keeps it
-        for the retry of the same request, which re-sends the same credit (replayed if it landed)."""
+        """Credit `amount` of a payment (a redemption `txn_...` or a settled capture `stl_...`)
+        back to the card that paid it: (masked number, the refund's transaction). The amount is
+        reserved against the payment first (one script: refunded + reserved <= what it moved),
+        then the card is credited with a reference derived from the payment and request_id; a
+        refusal returns the reservation, a transient failure keeps it for the retry of the same
+        request, which re-sends the same credit (replayed by the provider if it landed)."""
         if self._transactions is None or self._refunds is None:
             raise MeshError(grpc.StatusCode.UNIMPLEMENTED, "OPERATION_NOT_SUPPORTED", "refunds are not configured")
-        record = await self._transactions.get(merchant, transaction_id)
-        if record.kind != "redemption":
-            raise failed_precondition("TRANSACTION_NOT_REFUNDABLE", "only redemptions can be refunded",
-                                      kind=record.kind)
+        card, masked, order_id = await self._payment(merchant, transaction_id)
         _, state = await self._refunds.reserve(merchant, transaction_id, request_id, amount.amount_minor, amount.currency)
         if state == "aborted":  # settled as refused earlier; the stored refusal is the answer
             raise failed_precondition("REFUND_REFUSED", "this refund was refused by the provider")
-        card = await self._transactions.card(merchant, transaction_id)
         # Bound to the transaction too: a request_id reused (after its idempotency record expired)
         # for a refund of another payment on the same card must not replay this credit.
         reference_id = "refund." + hashlib.sha256(f"{transaction_id}\0{request_id}".encode()).hexdigest()[:40]
@@ -111,8 +111,23 @@ class RefundLogic:
                 await self._refunds.settle(merchant, transaction_id, request_id, "aborted")
             raise
         await self._refunds.settle(merchant, transaction_id, request_id, "done", reply.result.provider_transaction_id)
-        txn = transaction_pb(reference_id, transaction_pb2.TRANSACTION_KIND_REFUND, reply.result, order_id=record.order_id)
-        return record.masked, txn
+        txn = transaction_pb(reference_id, transaction_pb2.TRANSACTION_KIND_REFUND, reply.result, order_id=order_id)
+        return masked, txn
+
+    async def _payment(self, merchant: str, transaction_id: str) -> tuple[card_pb2.CardRef, str, str]:
+        """(card that paid, masked number, order id) of a redemption or a settled capture; another
+        merchant's id is simply not found (every record key carries the merchant)."""
+        if self._refunds.is_capture(transaction_id):
+            item = await self._captures.get(merchant, transaction_id)
+            if item is None:
+                raise MeshError(grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND", "transaction not found")
+            hold = await self._holds.get(merchant, item["hold_id"])
+            return await self._holds.card(merchant, item["hold_id"]), hold.masked_number, hold.order_id
+        record = await self._transactions.get(merchant, transaction_id)
+        if record.kind != "redemption":
+            raise failed_precondition("TRANSACTION_NOT_REFUNDABLE", "only redemptions and captures can be refunded",
+                                      kind=record.kind)
+        return await self._transactions.card(merchant, transaction_id), record.masked, record.order_id
 
     # -- reload ------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 -- refund_settle.lua: close a reserved refund once the card credit's outcome is known.
--- KEYS[1] refund:{txn:<merchant>:<transaction_id>}  hash (see refund_reserve.lua)
+-- KEYS[1] the refunds hash of one payment (see refund_reserve.lua)
 -- ARGV[1] refund id   ARGV[2] "done" (credited) | "aborted" (refused: the reservation returns)
 -- ARGV[3] now_ms   ARGV[4] the credit's provider transaction id ("" when aborted)
 -- Returns: the entry's state after the call (a settled entry is left as it was).

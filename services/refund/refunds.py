@@ -1,11 +1,13 @@
-"""What has been refunded of each original transaction, kept next to it in Redis.
+"""What has been refunded of each original payment, kept next to its record in Redis.
 
-    refund:{txn:<merchant>:<transaction_id>}   hash   total (reserved + done), refunded (done),
-                                                      r:<refund_id> JSON {amount, state, ...}
+A payment is a redemption (`txn_...`, the authorization service's transaction record) or a settled
+capture (`stl_...`, the settlement service's work item). Its refunds live under the same hash tag
+as its record, so one script reads the record and reserves against it atomically
+(refund_reserve.lua), on one Cluster slot:
 
-The hash tag is the one of the authorization service's transaction record
-(`services/shared/transactions.py`: mesh:txn:{txn:<merchant>:<transaction_id>}), so one script
-reads that record and reserves against it atomically (refund_reserve.lua), on one Cluster slot.
+    refund:{txn:<merchant>:<transaction_id>}            redemption   hash  total (reserved + done),
+    refund:{stl:<merchant>:<bucket>}:<settlement_id>    capture            refunded (done),
+                                                                           r:<refund_id> JSON entry
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from redis.exceptions import ResponseError
 
 from common.errors import MeshError
 from common.redis_scripts import ScriptSet, hash_tag
-from services.shared.keys import merchant_part
+from services.settlement.queue import WorkQueue
+from services.shared.keys import bucket_of, bucket_tag, merchant_part
 from services.shared.transactions import TransactionStore
+
+CAPTURE_PREFIX = "stl_"
+SETTLEMENT_QUEUE_KIND = "stl"  # services/settlement/server.py
 
 PENDING, DONE, ABORTED = "pending", "done", "aborted"
 _CODES = {
@@ -29,7 +35,7 @@ _CODES = {
 }
 _MESSAGES = {
     "TRANSACTION_NOT_FOUND": "transaction not found",
-    "TRANSACTION_NOT_REFUNDABLE": "only an approved (not voided) redemption can be refunded",
+    "TRANSACTION_NOT_REFUNDABLE": "only an approved (not voided) redemption or a settled capture can be refunded",
     "CURRENCY_MISMATCH": "the refund's currency differs from the transaction's",
     "IDEMPOTENCY_KEY_REUSED": "request_id was already used for a refund of another amount",
     "AMOUNT_EXCEEDS_REFUNDABLE": "the refund exceeds what is left to refund of this transaction",
@@ -57,19 +63,33 @@ class RefundLedger:
     def __init__(self, redis) -> None:
         self._scripts = ScriptSet(redis, Path(__file__).parent)
         self._redis = redis
+        self._captures = WorkQueue(redis, SETTLEMENT_QUEUE_KIND)
+
+    @staticmethod
+    def is_capture(transaction_id: str) -> bool:
+        return transaction_id.startswith(CAPTURE_PREFIX)
 
     @staticmethod
     def key(merchant: str, transaction_id: str) -> str:
+        if RefundLedger.is_capture(transaction_id):
+            tag = bucket_tag(SETTLEMENT_QUEUE_KIND, merchant, bucket_of(transaction_id))
+            return f"refund:{tag}:{transaction_id}"
         return f"refund:{hash_tag('txn', merchant_part(merchant), transaction_id)}"
+
+    def _source(self, merchant: str, transaction_id: str) -> tuple[str, str]:
+        if self.is_capture(transaction_id):
+            return self._captures.keys(merchant, bucket_of(transaction_id))[0], "stl"
+        return TransactionStore.key(merchant, transaction_id), "txn"
 
     async def reserve(
         self, merchant: str, transaction_id: str, refund_id: str, amount_minor: int, currency: str
     ) -> tuple[bool, str]:
         """(new, entry state). Raises the refusals listed in refund_reserve.lua."""
+        source_key, kind = self._source(merchant, transaction_id)
         try:
             status, state = await self._scripts["refund_reserve"](
-                keys=[TransactionStore.key(merchant, transaction_id), self.key(merchant, transaction_id)],
-                args=[refund_id, amount_minor, currency, _now_ms()],
+                keys=[source_key, self.key(merchant, transaction_id)],
+                args=[refund_id, amount_minor, currency, _now_ms(), kind, transaction_id],
             )
         except ResponseError as exc:
             raise _error(str(exc)) from None

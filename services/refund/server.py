@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from services.refund.logic import RefundLogic
 from services.refund.refunds import RefundLedger
+from services.refund.refunds import SETTLEMENT_QUEUE_KIND
 from services.refund.servicer import RefundServicer
+from services.settlement.queue import WorkQueue
+from services.shared.holds import HoldStore
 from services.shared.transactions import TransactionStore
 
 
 def build_refund(runtime) -> RefundServicer:
     logic = RefundLogic(
-        runtime.client("gateway"), TransactionStore(runtime.redis, runtime.sealer), RefundLedger(runtime.redis)
+        runtime.client("gateway"), TransactionStore(runtime.redis, runtime.sealer), RefundLedger(runtime.redis),
+        HoldStore(runtime.redis, runtime.sealer), WorkQueue(runtime.redis, SETTLEMENT_QUEUE_KIND),
     )
     return RefundServicer(logic, runtime.idempotency, runtime.sealer, runtime.settings.merchants)

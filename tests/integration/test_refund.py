@@ -19,6 +19,7 @@ from giftcard.authorization.v1 import authorization_pb2
 from giftcard.balance.v1 import balance_pb2
 from giftcard.gateway.v1 import gateway_pb2
 from giftcard.refund.v1 import refund_pb2 as pb
+from giftcard.settlement.v1 import settlement_pb2
 from giftcard.type.v1 import card_pb2, money_pb2, transaction_pb2
 from services.refund.logic import RefundLogic
 from tests.integration.test_mesh_server import error_details
@@ -444,6 +445,37 @@ async def test_refund_in_another_currency_is_refused(mesh):
         ),
         grpc.StatusCode.FAILED_PRECONDITION, "CURRENCY_MISMATCH",
     )
+
+
+async def test_a_settled_capture_is_refunded_up_to_what_was_captured(mesh):
+    hold = await mesh.stub("authorization").Authorize(
+        authorization_pb2.AuthorizeRequest(request_id="auth-1", order_id="order-c", card=ref(CARD_100), amount=usd(5000)),
+        metadata=auth(), timeout=5,
+    )
+    capture = await mesh.stub("settlement").Capture(
+        settlement_pb2.CaptureRequest(
+            request_id="cap-1", hold_id=hold.hold.hold_id, amount=usd(3000), shipment_id="s1", final_shipment=True,
+        ),
+        metadata=auth(), timeout=5,
+    )
+    settlement_id = capture.settlement.settlement_id
+    assert settlement_id.startswith("stl_")
+    assert await balance_of(mesh, CARD_100) == (7000, card_pb2.CARD_STATUS_ACTIVE)
+
+    reply = await mesh.stub("refund").Refund(refund_request("rc-1", settlement_id, 2000), metadata=auth(), timeout=5)
+    [part] = reply.parts
+    assert (part.original_transaction_id, part.amount.amount_minor, part.masked_number) == (settlement_id, 2000, "603571******0001")
+    assert part.transaction.order_id == "order-c"
+    metadata = await expect_error(
+        mesh.stub("refund").Refund(refund_request("rc-2", settlement_id, 1001), metadata=auth(), timeout=5),
+        grpc.StatusCode.FAILED_PRECONDITION, "AMOUNT_EXCEEDS_REFUNDABLE",
+    )
+    assert metadata["refundable_minor"] == "1000"
+    await expect_error(
+        mesh.stub("refund").Refund(refund_request("rc-3", settlement_id, 100), metadata=auth(ACME_KEY), timeout=5),
+        grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND",
+    )
+    assert await balance_of(mesh, CARD_100) == (9000, card_pb2.CARD_STATUS_ACTIVE)
 
 
 async def test_refund_by_order_is_not_served_yet(mesh):
