@@ -38,6 +38,24 @@ class GrpcSettings(_Section):
     keepalive_timeout_ms: int = 10_000
     # Default deadline applied when a caller sends none, so no request can hang forever.
     default_deadline_seconds: float = Field(10.0, gt=0)
+    # Off (None): plaintext, merchants authenticate by API key only. On: TLS, optionally mTLS.
+    tls: "GrpcTlsSettings | None" = None
+
+
+class GrpcTlsSettings(_Section):
+    """Server TLS (PEM file paths). With `client_ca_file` + `require_client_cert` callers must
+    present a certificate signed by that CA (mTLS); the API key is still required on top."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    require_client_cert: bool = False
+
+    @model_validator(mode="after")
+    def _ca_for_mtls(self) -> "GrpcTlsSettings":
+        if self.require_client_cert and not self.client_ca_file:
+            raise ValueError("grpc.tls.require_client_cert needs grpc.tls.client_ca_file")
+        return self
 
 
 class RedisSettings(_Section):
@@ -75,6 +93,22 @@ class SecuritySettings(_Section):
     # How long an answer of the Redis API key store is cached per process: a revoked key stops
     # working within this time (`giftcard key revoke`).
     api_key_cache_seconds: float = Field(5.0, ge=0)
+
+
+class LimitsSettings(_Section):
+    """Abuse limits (common/limits.py), enforced with one Redis token-bucket script. 0 = off (the
+    default), so only deployments that size them pay the extra Redis call."""
+
+    # Calls per second per merchant and service API (interceptor); burst = bucket size (0 = rps).
+    merchant_rps: float = Field(0.0, ge=0)
+    merchant_burst: int = Field(0, ge=0)
+    # Customer operations per card per minute (balance, hold, redeem, activate, reload, cash-out);
+    # captures, releases, reversals and refund credits are never limited (they finish or undo
+    # operations already admitted).
+    card_ops_per_minute: int = Field(0, ge=0)
+    # Card lookups per merchant per minute that may answer CARD_NOT_FOUND; once spent, every card
+    # lookup of the merchant answers RESOURCE_EXHAUSTED, so card numbers cannot be enumerated.
+    unknown_card_lookups_per_minute: int = Field(0, ge=0)
 
 
 class IdempotencySettings(_Section):
@@ -170,6 +204,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     settlement: SettlementSettings = Field(default_factory=SettlementSettings)
     # host:port of each service in microservices mode; absent = served in this process.
     endpoints: dict[str, str] = Field(default_factory=dict)

@@ -17,9 +17,10 @@ from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from common.auth import ApiKeyAuthenticator
-from common.config import GrpcSettings
+from common.config import GrpcSettings, GrpcTlsSettings
 from common.context import CallContext, bind_call, unbind_call
 from common.errors import MeshError
+from common.limits import MeshLimits
 from common.telemetry import AccessLog, RpcMetrics, annotate_server_span
 
 log = logging.getLogger("giftcard.rpc")
@@ -41,9 +42,11 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(
         self, authenticator: ApiKeyAuthenticator, metrics: RpcMetrics | None, default_deadline: float,
-        access_log: AccessLog | None = None,
+        access_log: AccessLog | None = None, limits: MeshLimits | None = None,
     ) -> None:
         self._authenticator = authenticator
+        # Per-merchant call rate (common/limits.py); None or off = no Redis call on the hot path.
+        self._limits = limits if limits is not None and limits.limits_merchant_calls else None
         self._metrics = metrics
         self._default_deadline = default_deadline
         self._access_log = access_log
@@ -72,6 +75,8 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
             try:
                 merchant_id = await self._authenticator.authenticate_async(context.invocation_metadata())
                 annotate_server_span(merchant_id)
+                if self._limits is not None:
+                    await self._limits.admit_merchant_call(merchant_id, service)
                 if request is _UNDECODABLE:
                     raise MeshError(
                         grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST",
@@ -148,6 +153,19 @@ def server_options(settings: GrpcSettings) -> list[tuple[str, int]]:
     ]
 
 
+def server_credentials(tls: GrpcTlsSettings) -> grpc.ServerCredentials:
+    """TLS from PEM files; with a client CA and `require_client_cert`, mutual TLS."""
+    with open(tls.key_file, "rb") as key, open(tls.cert_file, "rb") as cert:
+        pair = (key.read(), cert.read())
+    client_ca = None
+    if tls.client_ca_file:
+        with open(tls.client_ca_file, "rb") as ca:
+            client_ca = ca.read()
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=tls.require_client_cert,
+    )
+
+
 class MeshServer:
     """A grpc.aio server with health and reflection, serving the given services."""
 
@@ -168,7 +186,11 @@ class MeshServer:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
-        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        if settings.tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, server_credentials(settings.tls))
         if self.port == 0:
             raise RuntimeError(f"cannot bind {settings.host}:{settings.port}")
 

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from common.auth import DEV_API_KEY, DEV_MERCHANT_ID, ApiKeyAuthenticator, ApiKeyStore, key_digest
 from common.config import MerchantSettings, Settings
 from common.idempotency import IdempotencyStore
+from common.limits import MeshLimits
 from common.redis_client import create_redis
 from common.sealing import Sealer
 from common.server import MeshInterceptor, MeshServer
@@ -22,6 +23,7 @@ from common.service_client import GrpcClient, InProcessClient
 from common.telemetry import (
     AccessLog, MeasuredProvider, MeshMetrics, build_tracer_provider, instrument_redis,
 )
+from gateway.limits import LimitedProvider
 from gateway.providers import ProviderFactory
 from gateway.routing import ProviderRouter
 from gateway.servicer import GatewayServicer
@@ -66,6 +68,7 @@ class MeshRuntime:
             on_event=self.telemetry.idempotency.on_event,
         )
         self.key_store = ApiKeyStore(self.redis)
+        self.limits = MeshLimits(self.redis, settings.limits, settings.card_hash_key)
         self.runtime_merchants = RuntimeMerchants(self.settings.merchants)
         self._scrape_redis = None
         self.sealer = Sealer(settings.card_hash_key)
@@ -90,7 +93,7 @@ class MeshRuntime:
                         on_runtime_merchant=self.runtime_merchants.learn,
                     ),
                     self.metrics, settings.grpc.default_deadline_seconds,
-                    AccessLog(settings.telemetry.access_log),
+                    AccessLog(settings.telemetry.access_log), limits=self.limits,
                 ),
             ],
             registrations=[
@@ -147,7 +150,8 @@ class MeshRuntime:
         tracer = self.tracer_provider.get_tracer("giftcard.gateway")
 
         def create(merchant_id, profile):
-            return MeasuredProvider(self.providers.create(merchant_id, profile), self.telemetry.providers, tracer)
+            provider = MeasuredProvider(self.providers.create(merchant_id, profile), self.telemetry.providers, tracer)
+            return LimitedProvider(provider, self.limits) if self.limits.limits_cards else provider
 
         # Open holds are read from Redis at scrape time (only then: the client connects lazily),
         # by the process serving the gateway, so a series is exported once per mesh.
