@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from bench import report
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="measured seconds per scenario (overrides the profile)")
     parser.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these mesh scenarios")
     args = parser.parse_args(argv)
+    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so every started process is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     profile = SMOKE if args.smoke else FULL
     if args.duration:
         profile.load.duration = args.duration

@@ -16,7 +16,11 @@ start time (time.time()) from stdin so that several generators start together, r
 JSON line of counts and writes the latencies (float64 seconds, calls started inside the measured
 window) to a file.
 
-Spec keys: target, method, metadata [[k, v]], warmup, duration,
+The measured window is `duration` seconds after `warmup`, stretched (up to `max_stretch` seconds)
+until `min_calls` calls started in it have succeeded: on an overloaded machine a sub-second smoke
+window could otherwise end before any call completes.
+
+Spec keys: target, method, metadata [[k, v]], warmup, duration, min_calls, max_stretch,
 max_calls (optional), window, connections, id_prefix, id_fields, variants_file, variants_once,
 variants_offset, variants_stride, collect_file (optional), latency_file, timeout.
 """
@@ -95,19 +99,22 @@ def run(spec: dict, wait_for_start) -> dict:
     start_at = float(wait_for_start())
     measure_from = start_at + float(spec.get("warmup", 0))
     measure_to = measure_from + float(spec["duration"])
+    min_calls = int(spec.get("min_calls", 0))
+    stretch_to = measure_to + float(spec.get("max_stretch", 0))
     now = time.time()
     if start_at > now:
         time.sleep(start_at - now)
     # perf_counter for latencies, wall clock only to align the window with the harness.
     clock_offset = time.time() - time.perf_counter()
     measure_from_pc = measure_from - clock_offset
-    measure_to_pc = measure_to - clock_offset
+    bounds = {"to": measure_to - clock_offset}
+    stretch_to_pc = stretch_to - clock_offset
     last_done = [0.0]
 
     def on_done(future, started: float) -> None:
         finished = time.perf_counter()
         code = future.code()
-        measured = measure_from_pc <= started < measure_to_pc
+        measured = measure_from_pc <= started < bounds["to"]
         with lock:
             if measured:
                 counts["measured_calls"] += 1
@@ -135,9 +142,12 @@ def run(spec: dict, wait_for_start) -> dict:
             break
         slots.acquire()
         started = time.perf_counter()
-        if started >= measure_to_pc and max_calls is None:
-            slots.release()
-            break
+        if started >= bounds["to"] and max_calls is None:
+            if counts["measured_ok"] < min_calls and started < stretch_to_pc:
+                bounds["to"] = started + 0.05  # stretch: keep measuring until min_calls succeeded
+            else:
+                slots.release()
+                break
         uid = f"{prefix}{issued}".encode()
         body = _id_head(fields, uid) + variants[issued % n_variants]
         future = callables[issued % n_callables].future(body, metadata=metadata, timeout=timeout)
@@ -151,7 +161,7 @@ def run(spec: dict, wait_for_start) -> dict:
     with open(spec["latency_file"], "wb") as handle:
         latencies.tofile(handle)
     # The measured window ends early if the bodies ran out (e.g. Capture used every hold).
-    window_end = min(measure_to_pc, max(exhausted_at, last_done[0])) if once else measure_to_pc
+    window_end = min(bounds["to"], max(exhausted_at, last_done[0])) if once else bounds["to"]
     for channel in channels:
         channel.close()
     return {

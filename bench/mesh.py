@@ -39,11 +39,24 @@ class Mesh:
     ports: dict[str, int]  # service -> port that serves it
 
     @property
+    def port(self) -> int:
+        return next(iter(self.ports.values()))
+
+    @property
     def pids(self) -> list[int]:
         return [process.pid for process in self.processes]
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
+
+    def wait(self) -> "Mesh":
+        """Until every process serves (start_* spawn without waiting, so several can boot at once)."""
+        try:
+            wait_serving(self.processes)
+        except Exception:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         for process in self.processes:
@@ -58,26 +71,20 @@ def _serve_argv(config: Path, services: list[str], port: int) -> list[str]:
 
 
 def start_all_in_one(config: Path, logdir: Path, *, workers: int = 1, env: dict[str, str] | None = None,
-                     keep_logs: bool = True, tag: str = "all-in-one") -> Mesh:
-    """`giftcard serve all` x `workers` on one port: grpc.so_reuseport is set by common/server.py,
+                     keep_logs: bool = True, tag: str = "all-in-one", port: int | None = None) -> Mesh:
+    """Spawns (call `.wait()`) `giftcard serve all` x `workers` on one port: grpc.so_reuseport is set by common/server.py,
     so the kernel spreads incoming connections over the workers."""
-    port = free_port()
+    port = port or free_port()
     processes = [
         spawn(f"{tag}-w{index}", _serve_argv(config, ["all"], port), port,
               logdir / f"{tag}-w{index}.log" if keep_logs else None, env)
         for index in range(workers)
     ]
-    try:
-        wait_serving(processes)
-    except Exception:
-        for process in processes:
-            process.stop(5)
-        raise
     return Mesh(tag, processes, {name: port for name in ALL_SERVICES})
 
 
 def start_separate(config: Path, logdir: Path, env: dict[str, str] | None = None) -> Mesh:
-    """One `giftcard serve <service>` process per service; each reaches the others over gRPC at
+    """Spawns (call `.wait()`) one `giftcard serve <service>` process per service; each reaches the others over gRPC at
     GIFTCARD_ENDPOINTS__<NAME>."""
     ports = {name: free_port() for name in SEPARATE_SERVICES}
     endpoints = {f"GIFTCARD_ENDPOINTS__{name.upper()}": f"127.0.0.1:{port}" for name, port in ports.items()}
@@ -86,10 +93,4 @@ def start_separate(config: Path, logdir: Path, env: dict[str, str] | None = None
               logdir / f"separate-{name}.log", {**endpoints, **(env or {})})
         for name, port in ports.items()
     ]
-    try:
-        wait_serving(processes)
-    except Exception:
-        for process in processes:
-            process.stop(5)
-        raise
     return Mesh("separate", processes, ports)

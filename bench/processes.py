@@ -19,6 +19,14 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_SETPRIV = shutil.which("setpriv")
+
+
+def with_parent(argv: list[str]) -> list[str]:
+    """argv that gets SIGTERM when the harness dies (util-linux `setpriv --pdeathsig`), so a killed
+    bench run leaves no Redis or server behind. Not a preexec_fn: Python code between fork and exec
+    aborts when gRPC threads are running in the harness."""
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv] if _SETPRIV else argv
 
 
 def free_port() -> int:
@@ -77,7 +85,7 @@ class Process:
 def spawn(name: str, argv: list[str], port: int, log_path: Path | None, env: dict[str, str] | None = None,
           cwd: Path | None = None) -> Process:
     output = log_path.open("ab") if log_path is not None else subprocess.DEVNULL
-    popen = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=output,
+    popen = subprocess.Popen(with_parent(argv), env={**os.environ, **(env or {})}, stdout=output,
                              stderr=subprocess.STDOUT, cwd=cwd)
     return Process(name, popen, port, log_path)
 
@@ -114,10 +122,10 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.popen = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            with_parent([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-             "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
+             "--loglevel", "warning"]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.client = redis.Redis(port=self.port, decode_responses=True)
         deadline = time.monotonic() + 15

@@ -40,12 +40,17 @@ class Profile:
     memory_holds: int
     rss_seconds: float | None  # None: skip the RSS-over-time run
     echo_twice: bool
+    echo_with_loadgen: bool = True
+    # Smoke: save process start-ups: reuse the all-in-one mesh as scaling N=1 (plus one more
+    # worker on its port for N=2) and as tracing off (same config: ratio 0 never exports).
+    economical: bool = False
 
 
 FULL = Profile("full", Load(warmup=3, duration=15, monitor_calls=100), cards=1000, memory_holds=100_000,
                rss_seconds=60, echo_twice=True)
-SMOKE = Profile("smoke", Load(warmup=0.3, duration=1.0, monitor_calls=5), cards=20, memory_holds=300,
-                rss_seconds=None, echo_twice=False)
+SMOKE = Profile("smoke", Load(warmup=0.2, duration=0.6, monitor_calls=3, loadgen_processes=1, min_calls=10,
+                               loadgen_in_process=True), cards=20,
+                memory_holds=300, rss_seconds=None, echo_twice=False, echo_with_loadgen=False, economical=True)
 
 
 def _log(message: str) -> None:
@@ -71,8 +76,8 @@ async def _create_cards(redis_url: str, config: Path, numbers: list[str]) -> Non
             if error.reason != CARD_ALREADY_EXISTS:
                 raise
 
-    for start in range(0, len(numbers), 200):
-        await asyncio.gather(*(create(n) for n in numbers[start:start + 200]))
+    for start in range(0, len(numbers), 50):  # within the client's connection pool
+        await asyncio.gather(*(create(n) for n in numbers[start:start + 50]))
     await client.aclose()
 
 
@@ -127,6 +132,48 @@ class Bench:
             "scenarios": {},
         }
 
+    def _factories(self) -> dict:
+        config, logdir = self.config, self.logdir
+        factories = {
+            "all-in-one": lambda: start_all_in_one(config, logdir),
+            "separate": lambda: start_separate(config, logdir),
+            "scaling-n1": lambda: start_all_in_one(config, logdir, workers=1, tag="scaling-n1"),
+            "scaling-n2": lambda: start_all_in_one(config, logdir, workers=2, tag="scaling-n2"),
+        }
+        for label, ratio in TRACE_RATIOS.items():
+            env = {"GIFTCARD_TELEMETRY__TRACE_SAMPLE_RATIO": str(ratio),
+                   "GIFTCARD_TELEMETRY__CONSOLE_EXPORTER": "true"}
+            factories[f"tracing-{label}"] = (
+                lambda env=env, label=label: start_all_in_one(config, logdir, env=env, keep_logs=False,
+                                                              tag=f"tracing-{label}"))
+        if self.profile.rss_seconds:
+            factories["rss"] = lambda: start_all_in_one(config, logdir, tag="rss")
+        return factories
+
+    def _mesh(self, key: str) -> Mesh:
+        if self.profile.economical:
+            if key in ("scaling-n1", "tracing-off"):
+                return self._kept
+            if key == "scaling-n2":
+                # One more worker on the kept all-in-one port: SO_REUSEPORT makes it N=2.
+                extra = start_all_in_one(self.config, self.logdir, tag="scaling-n2", port=self._kept.port)
+                return Mesh("scaling-n2", [*self._kept.processes, *extra.wait().processes], self._kept.ports)
+        return self._factories()[key]().wait()
+
+    def _release(self, mesh: Mesh) -> None:
+        """Done with a mesh: stop it (economical: keep the all-in-one one for later phases)."""
+        if self.profile.economical and mesh.mode == "all-in-one":
+            self._kept = mesh
+            return
+        if self.profile.economical and mesh.mode == "scaling-n2":
+            for process in mesh.processes[len(self._kept.processes):]:
+                process.stop()
+            return
+        if self.profile.economical and mesh is getattr(self, "_kept", None):
+            return
+        mesh.stop()
+
+
     def run(self) -> dict:
         h2load = ensure_h2load()
         redis = RedisServer(self.workdir)
@@ -149,6 +196,8 @@ class Bench:
             if self.profile.echo_twice:
                 self._echo("end")
         finally:
+            if getattr(self, "_kept", None) is not None:
+                self._kept.stop()
             redis.stop()
         self.results["machine"]["loadavg_end"] = os.getloadavg()
         self.results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -169,7 +218,7 @@ class Bench:
                                  Work(H2LOAD, ECHO_METHOD, body=body), monitor=False)
             echo = self.results.setdefault("echo", {"message_bytes": len(body)})
             echo[f"h2load_{when}"] = _numbers(h2)
-            if when == "start":
+            if when == "start" and self.profile.echo_with_loadgen:
                 _log("echo baseline, varying-body client (reference for that generator's ceiling)")
                 variants = [payloads.authorize_variant(n) for n in self.numbers]
                 lg = self.runner.run("echo-loadgen", server.address, [server.pid],
@@ -213,7 +262,7 @@ class Bench:
 
     def _mode(self, mode: str) -> None:
         _log(f"starting the mesh: {mode}")
-        mesh = start_all_in_one(self.config, self.logdir) if mode == "all-in-one" else start_separate(self.config, self.logdir)
+        mesh = self._mesh(mode)
         holds: list[str] = []
         try:
             for scenario in SCENARIOS:
@@ -232,7 +281,7 @@ class Bench:
                 _log(f"  -> {_brief(outcome)}")
                 self.results["scenarios"][f"{mode}/{scenario}"] = _scenario_json(outcome, self.results["echo_rps"])
         finally:
-            mesh.stop()
+            self._release(mesh)
 
     def _capture_without_holds(self, mesh: Mesh) -> Outcome:
         """No holds to capture (Authorize missing or failed): say whether Capture itself exists."""
@@ -262,13 +311,13 @@ class Bench:
         self.results["scaling"] = {"scenario": scenario, "workers": {}}
         for workers in (1, 2):
             _log(f"scaling: all-in-one x{workers} workers, {scenario}")
-            mesh = start_all_in_one(self.config, self.logdir, workers=workers, tag=f"scaling-n{workers}")
+            mesh = self._mesh(f"scaling-n{workers}")
             try:
                 outcome = self.runner.run(f"scaling-n{workers}", mesh.address("authorization"), mesh.pids,
                                           self._work(scenario, "scaling", []), monitor=False)
                 outcome.rss_mb = self.runner.rss(mesh.pids)
             finally:
-                mesh.stop()
+                self._release(mesh)
             _log(f"  -> {_brief(outcome)}")
             self.results["scaling"]["workers"][str(workers)] = _scenario_json(outcome, self.results["echo_rps"])
             rps[workers] = outcome.rps
@@ -286,14 +335,12 @@ class Bench:
         rps = {}
         for label, ratio in TRACE_RATIOS.items():
             _log(f"tracing: sample ratio {ratio}, {scenario}")
-            env = {"GIFTCARD_TELEMETRY__TRACE_SAMPLE_RATIO": str(ratio),
-                   "GIFTCARD_TELEMETRY__CONSOLE_EXPORTER": "true"}
-            mesh = start_all_in_one(self.config, self.logdir, env=env, keep_logs=False, tag=f"tracing-{label}")
+            mesh = self._mesh(f"tracing-{label}")
             try:
                 outcome = self.runner.run(f"tracing-{label}", mesh.address("authorization"), mesh.pids,
                                           self._work(scenario, "tracing", []), monitor=False)
             finally:
-                mesh.stop()
+                self._release(mesh)
             _log(f"  -> {_brief(outcome)}")
             self.results["tracing"]["runs"][label] = _scenario_json(outcome, self.results["echo_rps"])
             rps[label] = outcome.rps
@@ -308,13 +355,13 @@ class Bench:
         scenario = self._headline()
         seconds = self.profile.rss_seconds
         _log(f"RSS over a {seconds:g} s {scenario} run (all-in-one)")
-        mesh = start_all_in_one(self.config, self.logdir, tag="rss")
+        mesh = self._mesh("rss")
         try:
             outcome = self.runner.run("rss", mesh.address("authorization"), mesh.pids,
                                       self._work(scenario, "rss", []), sample_rss=True, duration=seconds,
                                       monitor=False)
         finally:
-            mesh.stop()
+            self._release(mesh)
         samples = outcome.rss_samples_mb
         entry = {"scenario": scenario, "seconds": seconds, "samples_mb": samples, "rps": outcome.rps,
                  "status": outcome.status, "detail": outcome.detail}

@@ -20,7 +20,7 @@ import grpc
 from bench import payloads
 from bench.h2load import check_status, run_h2load
 from bench.loadgen import read_records, write_records
-from bench.processes import Monitor, RedisServer, cpu_seconds, python, rss_bytes
+from bench.processes import Monitor, RedisServer, cpu_seconds, python, with_parent, rss_bytes
 
 METADATA = [("authorization", "Bearer dev-demo-key")]
 AUTHZ = "/giftcard.authorization.v1.AuthorizationService"
@@ -48,6 +48,11 @@ class Load:
     connections: int = 8
     loadgen_processes: int = 2
     monitor_calls: int = 50
+    # Run the generator in threads of the harness (smoke: no process start-up per scenario).
+    loadgen_in_process: bool = False
+    # Stretch a loadgen window until this many calls succeeded (at most max_stretch seconds more).
+    min_calls: int = 1
+    max_stretch: float = 30.0
 
 
 @dataclass
@@ -89,6 +94,64 @@ class Outcome:
     def as_dict(self) -> dict:
         data = {k: v for k, v in self.__dict__.items() if k != "collected"}
         return data
+
+
+class _ThreadChild:
+    """bench.loadgen in a thread, behind the few Popen members the harness uses."""
+
+    def __init__(self, spec: dict) -> None:
+        import io
+
+        from bench import loadgen
+
+        self._start = threading.Event()
+        self._start_at = 0.0
+        self._ready = threading.Event()
+        self.returncode: int | None = None
+        self._out = ""
+
+        def wait_for_start() -> float:
+            self._ready.set()
+            self._start.wait()
+            return self._start_at
+
+        def target() -> None:
+            try:
+                self._out = json.dumps(loadgen.run(spec, wait_for_start))
+                self.returncode = 0
+            except Exception as error:  # surfaced as a failed scenario
+                import traceback
+
+                self._out = repr(error) + traceback.format_exc()[-500:]
+                self.returncode = 1
+                self._ready.set()
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+        this = self
+
+        class _Out:
+            def readline(self) -> str:
+                this._ready.wait(60)
+                return "READY\n" if this.returncode is None else this._out
+
+        class _In:
+            def write(self, text: str) -> None:
+                this._start_at = float(text)
+                this._start.set()
+
+            def flush(self) -> None:
+                pass
+
+        self.stdout, self.stdin = _Out(), _In()
+        del io
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, None]:
+        self._thread.join(timeout)
+        return self._out, None
+
+    def kill(self) -> None:
+        self._start.set()
 
 
 def percentile(values, fraction: float) -> float:
@@ -189,6 +252,8 @@ class Runner:
         if "error" in result:
             return Outcome("failed", H2LOAD, str(result["error"])[:500])
         run = result["run"]
+        if not run.latencies:
+            return Outcome("failed", H2LOAD, f"no call completed in the {duration:g} s window")
         outcome.calls = run.requests
         if run.failed_http:
             outcome.errors["HTTP_FAILED"] = run.failed_http
@@ -208,6 +273,7 @@ class Runner:
             spec = {
                 "target": target, "method": work.method, "metadata": METADATA,
                 "warmup": load.warmup, "duration": duration,
+                "min_calls": max(1, load.min_calls // procs), "max_stretch": load.max_stretch,
                 "window": max(1, load.streams // procs), "connections": max(1, load.connections // procs),
                 "id_prefix": f"{self._uid(name)}-p{index}-", "id_fields": work.id_fields,
                 "variants_file": str(variants_file), "variants_once": work.once,
@@ -219,8 +285,11 @@ class Runner:
             }
             spec_file = self.workdir / f"{name}.p{index}.json"
             spec_file.write_text(json.dumps(spec))
+            if load.loadgen_in_process:
+                children.append((spec, _ThreadChild(spec)))
+                continue
             children.append((spec, subprocess.Popen(
-                [python(), "-m", "bench.loadgen", str(spec_file)],
+                with_parent([python(), "-m", "bench.loadgen", str(spec_file)]),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             )))
         for _, child in children:
@@ -240,7 +309,7 @@ class Runner:
         for spec, child in children:
             out, _ = child.communicate(timeout=60)
             if child.returncode != 0:
-                return Outcome("failed", LOADGEN, f"load generator exited {child.returncode}")
+                return Outcome("failed", LOADGEN, f"load generator exited {child.returncode}: {str(out)[-300:]}")
             reports.append(json.loads(out.strip().splitlines()[-1]))
         latencies = array("d")
         for spec, _ in children:
