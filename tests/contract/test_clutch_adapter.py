@@ -76,14 +76,19 @@ async def test_capture_settles_and_releases_the_rest(sim, card, provider):
     assert _sim_card(sim)["available"] == "13.00"
 
 
-async def test_capture_keeping_the_rest_open_is_a_new_advanced_hold(sim, card, provider):
+async def test_capture_keeping_the_rest_open_is_an_advanced_hold_under_the_same_hold_id(sim, card, provider):
     hold = await provider.place_hold("m", "h-adv", card, USD(2000), allow_partial=False, expires_at_ms=0)
     first = await provider.capture_hold("m", "c-adv-1", card, hold.hold_id, USD(500), release_remainder=False)
-    assert (first.amount, first.open, first.balance) == (USD(500), USD(1500), USD(2000))
-    assert first.hold_id != hold.hold_id
+    assert (first.amount, first.open, first.balance, first.hold_id) == (USD(500), USD(1500), USD(2000), hold.hold_id)
     assert _sim_card(sim)["available"] == "5.00"
-    second = await provider.capture_hold("m", "c-adv-2", card, first.hold_id, USD(1500), release_remainder=True)
-    assert (second.amount, second.open, second.balance) == (USD(1500), USD(0), USD(500))
+    assert len(httpx.get(f"{sim.base_url}/_sim/ledger").json()["holds"]) == 2  # the advanced hold is a new one
+    retried = await provider.capture_hold("m", "c-adv-1", card, hold.hold_id, USD(500), release_remainder=False)
+    assert retried.open == USD(1500) and _sim_card(sim)["balance"] == "20.00"  # replayed, nothing moved twice
+    second = await provider.capture_hold("m", "c-adv-2", card, hold.hold_id, USD(700), release_remainder=False)
+    assert (second.amount, second.open) == (USD(700), USD(800))
+    third = await provider.capture_hold("m", "c-adv-3", card, hold.hold_id, USD(800), release_remainder=True)
+    assert (third.amount, third.open, third.balance) == (USD(800), USD(0), USD(500))
+    assert _sim_card(sim)["available"] == "5.00"
 
 
 async def test_zero_settlement_releases_the_hold(sim, card, provider):
@@ -101,8 +106,17 @@ async def test_zero_settlement_releases_the_hold(sim, card, provider):
 async def test_partial_release_keeps_the_rest_on_a_new_hold(sim, card, provider):
     hold = await provider.place_hold("m", "h-prel", card, USD(2000), allow_partial=False, expires_at_ms=0)
     result = await provider.release_hold("m", "r-prel", card, hold.hold_id, USD(500))
-    assert (result.amount, result.open) == (USD(500), USD(1500)) and result.hold_id != hold.hold_id
+    assert (result.amount, result.open, result.hold_id) == (USD(500), USD(1500), hold.hold_id)
     assert _sim_card(sim)["available"] == "10.00"
+    rest = await provider.release_hold("m", "r-prel-2", card, hold.hold_id, None)
+    assert (rest.amount, rest.open) == (USD(1500), USD(0)) and _sim_card(sim)["available"] == "25.00"
+
+
+async def test_place_hold_retried_under_its_reference_is_replayed_by_clutch(sim, card, provider):
+    first = await provider.place_hold("m", "h-rep", card, USD(1000), allow_partial=False, expires_at_ms=0)
+    second = await provider.place_hold("m", "h-rep", card, USD(1000), allow_partial=False, expires_at_ms=0)
+    assert (first.replayed, second.replayed, second.hold_id) == (False, True, first.hold_id)
+    assert _sim_card(sim)["available"] == "15.00"
 
 
 async def test_redeem_strict_and_partial_and_retry_replays(sim, card, provider):

@@ -152,3 +152,10 @@ async def test_operations_smartclixx_lacks_are_unimplemented(card, provider):
         with pytest.raises(MeshError) as caught:
             await call
         assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED and caught.value.metadata["provider"] == "smartclixx"
+
+
+async def test_authorization_retried_under_its_reference_is_replayed(sim, card, provider):
+    first = await provider.place_hold("m", "auth-rep", card, USD(3000), allow_partial=True, expires_at_ms=0)
+    second = await provider.place_hold("m", "auth-rep", card, USD(3000), allow_partial=True, expires_at_ms=0)
+    assert (first.replayed, second.replayed, second.hold_id, second.amount) == (False, True, first.hold_id, USD(2500))
+    assert _sim_card(sim)["available"] == "0.00"

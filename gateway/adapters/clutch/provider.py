@@ -6,10 +6,11 @@ Mapping (assumptions in gateway/adapters/README.md):
   `allow_partial` a short approval is released at once (0.00 settlement) and refused.
 - capture_hold = settlement: Clutch redeems and releases the rest of the hold in one call, so
   `release_remainder=True` is exactly Clutch. `release_remainder=False` (keep the rest reserved) is
-  not in Clutch: the mesh's "advanced hold" is a NEW hold for the released remainder; the result's
-  `hold_id` is that new hold (the caller must follow it) and `open` what it reserves.
+  not in Clutch: the adapter places an "advanced hold" (a NEW Clutch hold) for the released
+  remainder and journals hold id -> current Clutch hold, so the mesh keeps ONE hold id for the
+  whole life of its hold (later captures / releases go to the current Clutch hold).
 - release_hold = settlement of 0.00 (Clutch's hold reversal); a partial release is a full release
-  and a new hold for what stays reserved (new `hold_id` as above).
+  and an advanced hold for what stays reserved (same mechanism).
 - redeem = hold + settlement (Clutch has no one-step redeem); strict refuses a short hold.
 - credit (reload and refund) = issue; activate = activate (Clutch: zero balance) + issue of the
   amount (the port's Activate loads); allocate = allocate by CardsetID (= program_id), number +
@@ -22,6 +23,8 @@ Mapping (assumptions in gateway/adapters/README.md):
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from common.config import ProviderProfile
 from common.errors import HOLD_NOT_OPEN, INSUFFICIENT_FUNDS, MeshError, failed_precondition, invalid_argument
@@ -86,9 +89,14 @@ class ClutchProvider(UnsupportedOperations):
         return t.balance_info(await self._client.commit("balance", t.balance(card)), card)
 
     async def _hold(self, merchant, reference_id, card, amount: Money, *, allow_partial: bool, step: str, kind: str):
-        await self._journal.record(merchant, reference_id, JournalEntry(kind, amount.amount_minor, amount.currency))
+        """Place a hold under `reference_id` (+ step), journaled first. A reference journaled
+        before for the same hold was sent already: Clutch replays its first answer (`replayed`)."""
+        sent = await self._journal.entries(merchant, reference_id)
+        replayed = any(e.order_id == kind and e.amount_minor == amount.amount_minor for e in sent)
+        if not replayed:
+            await self._journal.record(merchant, reference_id, JournalEntry(kind, amount.amount_minor, amount.currency))
         reply = await self._client.commit("hold", t.hold(reference_id, card, amount, step))
-        result = t.hold_result(reply, card)
+        result = dataclasses.replace(t.hold_result(reply, card), replayed=replayed)
         if result.amount.amount_minor < amount.amount_minor and not allow_partial:
             await self._client.commit("release", t.hold_reversal(reference_id, result.hold_id, "undo"))
             raise failed_precondition(INSUFFICIENT_FUNDS, "the card does not cover the amount",
@@ -99,21 +107,40 @@ class ClutchProvider(UnsupportedOperations):
         # Clutch holds do not expire on their own (WIRE.md): the mesh releases them at expiry.
         self._check_currency(amount)
         result = await self._hold(merchant, reference_id, card, amount, allow_partial=allow_partial, step="", kind=_KIND_HOLD)
-        return OperationResult(
-            provider_transaction_id=_txn_id(_HOLD, result.amount, result.hold_id), amount=result.amount,
-            masked_number=result.masked_number, balance=result.balance, hold_id=result.hold_id, open=result.open,
-        )
+        return dataclasses.replace(result, provider_transaction_id=_txn_id(_HOLD, result.amount, result.hold_id))
 
-    async def _advanced_hold(self, reference_id, card, remainder: Money, closed: OperationResult) -> OperationResult:
-        """The rest stays reserved: a new hold for it (Clutch closes a hold at its settlement)."""
+    # Clutch closes a hold at its one settlement. When the mesh keeps part of a hold reserved (a
+    # partial capture or release), the adapter places an "advanced hold" for that part and keeps
+    # the mesh's hold id stable: the journal maps it to the Clutch hold that currently carries it.
+
+    @staticmethod
+    def _chain(hold_id: str) -> str:
+        return f"hold:{hold_id}"
+
+    async def _current(self, merchant, hold_id: str) -> str:
+        entries = await self._journal.entries(merchant, self._chain(hold_id))
+        return entries[-1].order_id if entries else hold_id
+
+    async def _target(self, merchant, reference_id: str, hold_id: str) -> str:
+        """The Clutch hold an operation settles, fixed at its first attempt: a retry goes to the
+        same hold (and replays) even after the operation moved the chain on to an advanced hold."""
+        key = f"target:{reference_id}"
+        fixed = await self._journal.entries(merchant, key)
+        if fixed:
+            return fixed[0].order_id
+        current = await self._current(merchant, hold_id)
+        await self._journal.record(merchant, key, JournalEntry(current, 0, self._currency))
+        return current
+
+    async def _advanced_hold(self, merchant, reference_id, card, hold_id: str, remainder: Money,
+                             closed: OperationResult) -> OperationResult:
         if remainder.amount_minor <= 0:
-            return closed
+            return dataclasses.replace(closed, hold_id=hold_id)
         reply = await self._client.commit("hold", t.hold(reference_id, card, remainder, "adv"))
         held = t.hold_result(reply, card)
-        return OperationResult(
-            provider_transaction_id=closed.provider_transaction_id, amount=closed.amount,
-            masked_number=closed.masked_number, balance=held.balance, hold_id=held.hold_id, open=held.amount,
-        )
+        await self._journal.record(merchant, self._chain(hold_id),
+                                   JournalEntry(held.hold_id, held.amount.amount_minor, held.amount.currency))
+        return dataclasses.replace(closed, balance=held.balance, hold_id=hold_id, open=held.amount)
 
     async def capture_hold(self, merchant, reference_id, card, hold_id, amount, *, release_remainder):
         self._check_currency(amount)
@@ -121,30 +148,27 @@ class ClutchProvider(UnsupportedOperations):
             if not release_remainder:
                 raise invalid_argument("amount.amount_minor", "a capture of 0 that keeps the hold open does nothing")
             return await self.release_hold(merchant, reference_id, card, hold_id, None)
-        reply = await self._client.commit("capture", t.settlement(reference_id, hold_id, amount))
+        vendor_hold = await self._target(merchant, reference_id, hold_id)
+        reply = await self._client.commit("capture", t.settlement(reference_id, vendor_hold, amount))
         captured = t.settlement_result(reply, card)
-        captured = OperationResult(
-            provider_transaction_id=_txn_id(_REDEEM, captured.amount, captured.provider_transaction_id),
-            amount=captured.amount, masked_number=captured.masked_number, balance=captured.balance,
-            hold_id=captured.hold_id, open=captured.open,
+        captured = dataclasses.replace(
+            captured, provider_transaction_id=_txn_id(_REDEEM, captured.amount, captured.provider_transaction_id),
+            hold_id=hold_id,
         )
         if release_remainder:
             return captured
-        return await self._advanced_hold(reference_id, card, t.released(reply), captured)
+        return await self._advanced_hold(merchant, reference_id, card, hold_id, t.released(reply), captured)
 
     async def release_hold(self, merchant, reference_id, card, hold_id, amount):
-        reply = await self._client.commit("release", t.hold_reversal(reference_id, hold_id))
-        released = t.settlement_result(reply, card, released=True)
+        vendor_hold = await self._target(merchant, reference_id, hold_id)
+        reply = await self._client.commit("release", t.hold_reversal(reference_id, vendor_hold))
+        released = dataclasses.replace(t.settlement_result(reply, card, released=True), hold_id=hold_id)
         if amount is None or amount.amount_minor >= released.amount.amount_minor:
             return released
         # Partial release: Clutch released everything; reserve again what was not to be released.
         self._check_currency(amount)
-        kept = released.amount - amount
-        result = await self._advanced_hold(reference_id, card, kept, released)
-        return OperationResult(
-            provider_transaction_id=released.provider_transaction_id, amount=amount,
-            masked_number=result.masked_number, balance=result.balance, hold_id=result.hold_id, open=result.open,
-        )
+        result = await self._advanced_hold(merchant, reference_id, card, hold_id, released.amount - amount, released)
+        return dataclasses.replace(result, amount=amount)
 
     # -- money movements -------------------------------------------------------------------------
 
@@ -195,7 +219,7 @@ class ClutchProvider(UnsupportedOperations):
                                           provider="clutch")
             kind, amount, vendor_id = parsed
             if kind == _HOLD:
-                return await self._release_for_reversal(card, vendor_id)
+                return await self._release_for_reversal(card, await self._current(merchant, vendor_id))
             return await self._give_back(f"rev:{vendor_id}", card, amount)
         if not original_reference_id:
             raise invalid_argument("target", "set provider_transaction_id or original_reference_id")
@@ -210,7 +234,8 @@ class ClutchProvider(UnsupportedOperations):
         # now, if it never arrived: then it is released below, and a late copy can only replay).
         held = t.hold_result(await self._client.commit("hold", t.hold(original_reference_id, card, amount, step)), card)
         try:
-            reply = await self._client.commit("reverse", t.hold_reversal(original_reference_id, held.hold_id, "undo"))
+            current = await self._current(merchant, held.hold_id)
+            reply = await self._client.commit("reverse", t.hold_reversal(original_reference_id, current, "undo"))
             return Reversal(t.settlement_result(reply, card, released=True), True)
         except MeshError as error:
             if error.reason != HOLD_NOT_OPEN or entry.order_id != _KIND_REDEEM:

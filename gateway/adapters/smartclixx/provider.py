@@ -20,6 +20,8 @@ Mapping (assumptions in gateway/adapters/README.md):
 
 from __future__ import annotations
 
+import dataclasses
+
 from common.config import ProviderProfile
 from common.errors import (
     CARD_INACTIVE,
@@ -84,10 +86,19 @@ class SmartClixxProvider(UnsupportedOperations):
     async def _authorize(self, merchant, reference_id, card, amount: Money, *, allow_partial: bool, step: str):
         """Authorize `amount`; with `allow_partial` a decline for funds becomes an authorization
         of what is available (SmartClixx itself approves all or nothing). Journaled before sending."""
-        await self._journal.record(merchant, reference_id, JournalEntry(step, amount.amount_minor, amount.currency))
+        sent = await self._journal.entries(merchant, reference_id)
+        # Sent before under this reference: SmartClixx replays its first answer.
+        replayed = any(e.order_id in (step, step + "p") for e in sent)
+        if not replayed:
+            await self._journal.record(merchant, reference_id, JournalEntry(step, amount.amount_minor, amount.currency))
+        partial_sent = [e for e in sent if e.order_id == step + "p"]
+        if partial_sent:  # the first attempt ended in a partial authorization: replay that one
+            reply = await self._client.commit("authorize", t.authorize(
+                reference_id, card, Money(partial_sent[-1].amount_minor, partial_sent[-1].currency), step + "p"))
+            return dataclasses.replace(t.authorization_result(reply, card, self._currency), replayed=True)
         try:
             reply = await self._client.commit("authorize", t.authorize(reference_id, card, amount, step))
-            return t.authorization_result(reply, card, self._currency)
+            return dataclasses.replace(t.authorization_result(reply, card, self._currency), replayed=replayed)
         except MeshError as error:
             if not (allow_partial and error.reason == INSUFFICIENT_FUNDS):
                 raise
