@@ -286,3 +286,37 @@ def _audit_card(client, prefix: str) -> list[str]:
     if open_total != held:
         problems.append(f"open holds total {open_total}, held is {held}")
     return problems
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+async def jobs_run_settlement(settings: Settings, io: Io, *, target: str, api_key: str, max_items: int,
+                              until_empty: bool, deadline: float) -> int:
+    """Runs deferred-capture batches for the merchant owning `api_key` through the settlement API
+    (RunSettlementBatch), one request id per batch; with `until_empty`, until a batch finds nothing."""
+    import grpc
+
+    import giftcard_client
+    from giftcard.settlement.v1 import settlement_pb2
+
+    settled = failed = batches = 0
+    async with giftcard_client.connect(target, api_key, deadline=deadline) as mesh:
+        while True:
+            try:
+                reply = await mesh.settlement.RunSettlementBatch(settlement_pb2.RunSettlementBatchRequest(
+                    request_id=mesh.new_request_id(), max_items=max_items,
+                ))
+            except grpc.aio.AioRpcError as error:
+                raise CommandFailed(f"RunSettlementBatch: {error.code().name}: {error.details()}") from None
+            batches += 1
+            settled += reply.settled_count
+            failed += reply.failed_count
+            for item in reply.results:
+                if item.failure_reason:
+                    io.say(f"FAILED {item.settlement_id} hold {item.hold_id}: {item.failure_reason}")
+            io.note(f"batch {batches}: {len(reply.results)} item(s), settled {reply.settled_count}, "
+                    f"failed {reply.failed_count}")
+            if not until_empty or not reply.results:
+                break
+    io.say(f"settlement: {batches} batch(es), settled {settled}, failed {failed}")
+    return FAILED if failed else OK

@@ -1,5 +1,5 @@
 """The `giftcard` command: `giftcard serve [all|<service>...]` and the operator commands
-(`merchant`, `key`, `card`, `holds`, `audit`; see `giftcard <command> --help`).
+(`merchant`, `key`, `card`, `holds`, `jobs`, `audit`; see `giftcard <command> --help`).
 
 Exit codes scripts can trust: 0 ok, 1 failure found / operation failed, 2 usage error.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 
 from common.config import load_settings
@@ -105,6 +106,21 @@ def _parser() -> argparse.ArgumentParser:
     holds_list.add_argument("--merchant", help="only this merchant")
     holds_list.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    jobs = commands.add_parser("jobs", help="run background jobs on demand",
+                               description="Run a job now instead of waiting for the scheduler.")
+    jobs_commands = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    jobs_run = jobs_commands.add_parser("run", help="run a job", description="Run a job now.")
+    run_jobs = jobs_run.add_subparsers(dest="job", required=True, metavar="JOB")
+    settlement = run_jobs.add_parser(
+        "settlement", parents=[config], help="settle deferred captures (RunSettlementBatch)",
+        description="Settle the deferred captures of the merchant whose API key is in $GIFTCARD_API_KEY, "
+        "through the settlement API of a running mesh. Progress per batch on stderr; exit 1 if an item failed.",
+    )
+    settlement.add_argument("--target", default=None, help="host:port of the mesh (default: grpc.host:grpc.port)")
+    settlement.add_argument("--max-items", type=int, default=0, help="items per batch (0 = configured batch size)")
+    settlement.add_argument("--until-empty", action="store_true", help="repeat batches until one finds nothing")
+    settlement.add_argument("--deadline", type=float, default=60.0, help="seconds per batch call (default 60)")
+
     audit = commands.add_parser(
         "audit", parents=[config], help="verify the native ledger's invariants",
         description="For every native card: history sums to the balance, balance >= 0, 0 <= held <= "
@@ -181,6 +197,14 @@ def _admin(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                          pin=_read_pin(args))
     if action == ("holds", "list"):
         return admin.run(admin.holds_list, settings, io, merchant=args.merchant, as_json=args.json)
+    if action == ("jobs", "run") and args.job == "settlement":
+        api_key = os.environ.get("GIFTCARD_API_KEY", "")
+        if not api_key:
+            parser.error("jobs run settlement: set GIFTCARD_API_KEY to the merchant's API key")
+        host = "127.0.0.1" if settings.grpc.host in ("0.0.0.0", "::") else settings.grpc.host
+        return admin.run(admin.jobs_run_settlement, settings, io, target=args.target or f"{host}:{settings.grpc.port}",
+                         api_key=api_key, max_items=args.max_items, until_empty=args.until_empty,
+                         deadline=args.deadline)
     if args.command == "audit":
         return admin.run(admin.audit, settings, io, merchant=args.merchant, progress_every=args.progress_every)
     parser.error(f"unknown command {args.command}")

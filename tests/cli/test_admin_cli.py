@@ -14,18 +14,22 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
+from giftcard.authorization.v1 import authorization_pb2
 from giftcard.balance.v1 import balance_pb2, balance_pb2_grpc
 from giftcard.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from giftcard.settlement.v1 import settlement_pb2
 from giftcard.type.v1 import card_pb2, money_pb2
-from tests.support.mesh import auth
+from mesh.services import SPECS
+from tests.support.mesh import DEMO_KEY, auth
 from tests.support.processes import start_server, write_config
 
 CACHE_SECONDS = 0.5
 NEW_CARD = "7777001234567890"
 
 
-def giftcard(config, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIFTCARD_")}
+def giftcard(config, *args: str, stdin: str | None = None, timeout: float = 60,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIFTCARD_")}, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "mesh", *args, *(["--config", str(config)] if config else [])],
         input=stdin, capture_output=True, text=True, timeout=timeout, env=env,
@@ -37,6 +41,12 @@ def config(tmp_path, redis_url, redis_client):
     return write_config(
         tmp_path, redis_url, security={"dev_mode": True, "api_key_cache_seconds": CACHE_SECONDS}
     )
+
+
+@pytest.fixture
+def quiet_config(tmp_path, redis_url, redis_client):
+    """As `config`, with the settlement scheduler off so only the CLI settles deferred captures."""
+    return write_config(tmp_path, redis_url, settlement={"scheduler_enabled": False})
 
 
 @pytest.fixture
@@ -65,7 +75,7 @@ async def code_with_key(server, key: str) -> grpc.StatusCode:
 @pytest.mark.parametrize("args", [
     [], ["merchant"], ["merchant", "add"], ["merchant", "list"], ["key"], ["key", "create"], ["key", "rotate"],
     ["key", "revoke"], ["key", "list"], ["card"], ["card", "issue"], ["card", "balance"], ["holds"],
-    ["holds", "list"], ["audit"], ["serve"],
+    ["holds", "list"], ["audit"], ["serve"], ["jobs"], ["jobs", "run"], ["jobs", "run", "settlement"],
 ])
 def test_help_everywhere(args):
     result = giftcard(None, *args, "--help")
@@ -225,3 +235,42 @@ def test_unreachable_redis_is_exit_1(tmp_path):
     result = giftcard(config, "audit")
     assert result.returncode == 1
     assert "cannot reach Redis" in result.stderr
+
+
+async def test_jobs_run_settlement_settles_deferred_captures(quiet_config, tmp_path):
+    server = start_server(quiet_config, ["all"], tmp_path / "server.log")
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            authorization, settlement = SPECS["authorization"].stub(channel), SPECS["settlement"].stub(channel)
+            for index, number in enumerate(("7777000000000011", "7777000000000012", "7777000000000013")):
+                assert giftcard(quiet_config, "card", "issue", number, "--amount", "50").returncode == 0
+                hold = (await authorization.Authorize(authorization_pb2.AuthorizeRequest(
+                    request_id=f"cli-auth-{index}", order_id=f"o-{index}", card=card_pb2.CardRef(card_number=number),
+                    amount=money_pb2.Money(amount_minor=2000, currency_code="USD"),
+                ), metadata=auth(), timeout=10)).hold
+                await settlement.Capture(settlement_pb2.CaptureRequest(
+                    request_id=f"cli-cap-{index}", hold_id=hold.hold_id, shipment_id="s-1", invoice_id="i-1",
+                    amount=money_pb2.Money(amount_minor=1500, currency_code="USD"), defer_to_batch=True,
+                ), metadata=auth(), timeout=10)
+
+        target = ["--target", server.address]
+        missing_key = giftcard(quiet_config, "jobs", "run", "settlement", *target)
+        assert missing_key.returncode == 2 and "GIFTCARD_API_KEY" in missing_key.stderr
+        wrong_key = giftcard(quiet_config, "jobs", "run", "settlement", *target, env={"GIFTCARD_API_KEY": "nope"})
+        assert wrong_key.returncode == 1 and "UNAUTHENTICATED" in wrong_key.stderr
+
+        ran = giftcard(quiet_config, "jobs", "run", "settlement", *target, "--max-items", "2", "--until-empty",
+                       env={"GIFTCARD_API_KEY": DEMO_KEY})
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip() == "settlement: 3 batch(es), settled 3, failed 0"
+        assert ran.stderr.splitlines() == [
+            "batch 1: 2 item(s), settled 2, failed 0",
+            "batch 2: 1 item(s), settled 1, failed 0",
+            "batch 3: 0 item(s), settled 0, failed 0",
+        ]
+        balance = giftcard(quiet_config, "card", "balance", "7777000000000011")
+        # Not the final shipment: the rest of the hold (5.00) stays held.
+        assert balance.stdout.strip() == "777700******0011 active balance 35.00 USD held 5.00 USD available 30.00 USD"
+        assert giftcard(quiet_config, "audit").returncode == 0
+    finally:
+        assert server.stop() == 0
