@@ -17,7 +17,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from common.errors import TRANSACTION_REVERSED, failed_precondition
 from common.redis_scripts import hash_tag
+
+# The order_id of a tombstone: a reversal by reference came first; nothing may be sent after it.
+TOMBSTONE = "__reversed__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +33,8 @@ class JournalEntry:
 
 
 class ReferenceJournal(Protocol):
-    async def record(self, merchant: str, reference_id: str, entry: JournalEntry) -> None: ...
+    async def record(self, merchant: str, reference_id: str, entry: JournalEntry) -> int:
+        """Append; returns the entry's 1-based position (appends are totally ordered)."""
 
     async def entries(self, merchant: str, reference_id: str) -> list[JournalEntry]: ...
 
@@ -38,8 +43,10 @@ class MemoryReferenceJournal:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], list[JournalEntry]] = {}
 
-    async def record(self, merchant: str, reference_id: str, entry: JournalEntry) -> None:
-        self._entries.setdefault((merchant, reference_id), []).append(entry)
+    async def record(self, merchant: str, reference_id: str, entry: JournalEntry) -> int:
+        entries = self._entries.setdefault((merchant, reference_id), [])
+        entries.append(entry)
+        return len(entries)
 
     async def entries(self, merchant: str, reference_id: str) -> list[JournalEntry]:
         return list(self._entries.get((merchant, reference_id), []))
@@ -57,13 +64,34 @@ class RedisReferenceJournal:
     def key(self, merchant: str, reference_id: str) -> str:
         return f"mesh:journal:{hash_tag(self._vendor, merchant)}:{reference_id}"
 
-    async def record(self, merchant: str, reference_id: str, entry: JournalEntry) -> None:
+    async def record(self, merchant: str, reference_id: str, entry: JournalEntry) -> int:
         key = self.key(merchant, reference_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, json.dumps(asdict(entry)))
             pipe.expire(key, self._ttl)
-            await pipe.execute()
+            position, _ = await pipe.execute()
+        return int(position)
 
     async def entries(self, merchant: str, reference_id: str) -> list[JournalEntry]:
         raw = await self._redis.lrange(self.key(merchant, reference_id), 0, -1)
         return [JournalEntry(**json.loads(item)) for item in raw]
+
+
+async def begin(journal: ReferenceJournal, merchant: str, reference_id: str, entry: JournalEntry) -> list[JournalEntry]:
+    """Write `entry` down before sending it. Refused (TRANSACTION_REVERSED) when a reversal by
+    this reference came first: the operation must never apply after it. Returns what was
+    journaled under the reference before this entry (an earlier attempt: the vendor may replay)."""
+    position = await journal.record(merchant, reference_id, entry)
+    before = (await journal.entries(merchant, reference_id))[: position - 1]
+    if any(e.order_id == TOMBSTONE for e in before):
+        raise failed_precondition(TRANSACTION_REVERSED, "this operation was reversed before it was sent")
+    return before
+
+
+async def tombstone(journal: ReferenceJournal, merchant: str, reference_id: str, currency: str) -> list[JournalEntry]:
+    """A reversal by reference: block the reference from here on and return what was sent under
+    it before (to undo). Appends are ordered, so an operation journaled after the tombstone sees
+    it and is never sent, and one journaled before is in the returned list."""
+    position = await journal.record(merchant, reference_id, JournalEntry(TOMBSTONE, 0, currency))
+    before = (await journal.entries(merchant, reference_id))[: position - 1]
+    return [e for e in before if e.order_id != TOMBSTONE]

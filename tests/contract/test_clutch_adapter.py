@@ -195,3 +195,17 @@ async def test_wrong_pin_and_unsupported_operations(sim, card, provider):
         with pytest.raises(MeshError) as caught:
             await call
         assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED and caught.value.metadata["provider"] == "clutch"
+
+
+async def test_reversal_by_reference_first_blocks_a_later_hold_and_redeem(sim, card, provider):
+    for reference in ("h-late", "rd-late"):
+        early = await provider.reverse("m", f"rev-{reference}", card, provider_transaction_id=None,
+                                       original_reference_id=reference)
+        assert early.reversed is False
+    with pytest.raises(MeshError) as caught:
+        await provider.place_hold("m", "h-late", card, USD(500), allow_partial=False, expires_at_ms=0)
+    assert caught.value.reason == "TRANSACTION_REVERSED"
+    with pytest.raises(MeshError) as caught:
+        await provider.redeem("m", "rd-late", card, USD(500), tip=None, allow_partial=False)
+    assert caught.value.reason == "TRANSACTION_REVERSED"
+    assert (_sim_card(sim)["balance"], _sim_card(sim)["available"]) == ("25.00", "25.00")

@@ -227,3 +227,12 @@ async def test_operations_radial_lacks_are_unimplemented_naming_radial(card, pro
         with pytest.raises(MeshError) as caught:
             await call
         assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED and caught.value.metadata["provider"] == "radial"
+
+
+async def test_reversal_by_reference_first_blocks_a_later_redeem_under_it(sim, card, provider):
+    early = await provider.reverse("m", "rev-early", card, provider_transaction_id=None, original_reference_id="ref-late")
+    assert early.reversed is False
+    with pytest.raises(MeshError) as caught:
+        await provider.redeem("m", "ref-late", card, USD(500), tip=None, allow_partial=False)
+    assert caught.value.reason == "TRANSACTION_REVERSED"
+    assert _sim_balance(sim) == "25.00" and not [t for t in _transactions(sim) if t["kind"] == "Redeem"]

@@ -13,7 +13,7 @@ from common.config import ProviderProfile
 from common.errors import CARD_ALREADY_ACTIVE, HOLD_NOT_OPEN, INSUFFICIENT_FUNDS, INVALID_PIN, MeshError
 from common.money import Money
 from gateway.adapters import smartclixx
-from gateway.adapters.smartclixx.provider import TRANSACTION_NOT_REVERSIBLE
+from gateway.adapters.smartclixx.provider import REVERSE_SETTLEMENT
 from gateway.ports import ACTIVE, INACTIVE
 from gateway.simulators import start_simulator
 
@@ -99,7 +99,8 @@ async def test_redeem_is_authorization_plus_settlement_and_cannot_be_voided(sim,
     with pytest.raises(MeshError) as caught:
         await provider.reverse("m", "rev-1", card, provider_transaction_id=redeemed.provider_transaction_id,
                                original_reference_id=None)
-    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION and caught.value.reason == TRANSACTION_NOT_REVERSIBLE
+    assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED
+    assert caught.value.metadata == {"provider": "smartclixx", "operation": REVERSE_SETTLEMENT}
 
 
 async def test_reverse_an_authorization_and_by_reference_after_a_lost_reply(sim, card, provider):
@@ -159,3 +160,12 @@ async def test_authorization_retried_under_its_reference_is_replayed(sim, card, 
     second = await provider.place_hold("m", "auth-rep", card, USD(3000), allow_partial=True, expires_at_ms=0)
     assert (first.replayed, second.replayed, second.hold_id, second.amount) == (False, True, first.hold_id, USD(2500))
     assert _sim_card(sim)["available"] == "0.00"
+
+
+async def test_reversal_by_reference_first_blocks_a_later_authorization(sim, card, provider):
+    early = await provider.reverse("m", "rev-early", card, provider_transaction_id=None, original_reference_id="auth-late")
+    assert early.reversed is False
+    with pytest.raises(MeshError) as caught:
+        await provider.place_hold("m", "auth-late", card, USD(500), allow_partial=False, expires_at_ms=0)
+    assert caught.value.reason == "TRANSACTION_REVERSED"
+    assert _sim_card(sim)["available"] == "25.00"

@@ -31,7 +31,7 @@ from common.errors import HOLD_NOT_OPEN, INSUFFICIENT_FUNDS, MeshError, failed_p
 from common.money import Money
 from gateway.adapters.clutch import translate as t
 from gateway.adapters.clutch.client import ClutchClient
-from gateway.adapters.journal import JournalEntry, MemoryReferenceJournal, ReferenceJournal
+from gateway.adapters.journal import JournalEntry, MemoryReferenceJournal, ReferenceJournal, begin, tombstone
 from gateway.ports import Capabilities, OperationResult, Reversal, UnsupportedOperations, unsupported
 
 CAPABILITIES = Capabilities(
@@ -91,10 +91,8 @@ class ClutchProvider(UnsupportedOperations):
     async def _hold(self, merchant, reference_id, card, amount: Money, *, allow_partial: bool, step: str, kind: str):
         """Place a hold under `reference_id` (+ step), journaled first. A reference journaled
         before for the same hold was sent already: Clutch replays its first answer (`replayed`)."""
-        sent = await self._journal.entries(merchant, reference_id)
+        sent = await begin(self._journal, merchant, reference_id, JournalEntry(kind, amount.amount_minor, amount.currency))
         replayed = any(e.order_id == kind and e.amount_minor == amount.amount_minor for e in sent)
-        if not replayed:
-            await self._journal.record(merchant, reference_id, JournalEntry(kind, amount.amount_minor, amount.currency))
         reply = await self._client.commit("hold", t.hold(reference_id, card, amount, step))
         result = dataclasses.replace(t.hold_result(reply, card), replayed=replayed)
         if result.amount.amount_minor < amount.amount_minor and not allow_partial:
@@ -223,9 +221,9 @@ class ClutchProvider(UnsupportedOperations):
             return await self._give_back(f"rev:{vendor_id}", card, amount)
         if not original_reference_id:
             raise invalid_argument("target", "set provider_transaction_id or original_reference_id")
-        entries = await self._journal.entries(merchant, original_reference_id)
+        entries = await tombstone(self._journal, merchant, original_reference_id, self._currency)
         if not entries:
-            # Nothing journaled = nothing was sent under that reference.
+            # Nothing journaled = nothing was sent under that reference (and now never will be).
             return Reversal(OperationResult("", Money(0, self._currency), card.masked), False)
         entry = entries[-1]
         amount = Money(entry.amount_minor, entry.currency)

@@ -38,7 +38,14 @@ from common.money import Money
 from gateway.adapters.radial import translate as t
 from gateway.adapters.radial import wire
 from gateway.adapters.radial.client import RadialClient
-from gateway.adapters.journal import JournalEntry, MemoryReferenceJournal, ReferenceJournal
+from gateway.adapters.journal import (
+    TOMBSTONE,
+    JournalEntry,
+    MemoryReferenceJournal,
+    ReferenceJournal,
+    begin,
+    tombstone,
+)
 from gateway.ports import (
     ACTIVE,
     DEACTIVATED,
@@ -162,7 +169,7 @@ class RadialProvider(UnsupportedOperations):
 
     async def _redeem(self, merchant, reference_id, card, amount: Money, order_id: str, *, fresh: bool = False):
         # Write-ahead: the amount under this reference is known before Radial can apply it.
-        await self._journal.record(merchant, reference_id, JournalEntry(order_id, amount.amount_minor, amount.currency))
+        await begin(self._journal, merchant, reference_id, JournalEntry(order_id, amount.amount_minor, amount.currency))
         # The first RequestId is the reference's own, so a second call under it is recognised.
         first = None if fresh else t.request_id(reference_id, 0)
         rid, reply = await self._send("redeem", lambda rid: t.redeem(rid, card, amount, order_id), first)
@@ -178,12 +185,14 @@ class RadialProvider(UnsupportedOperations):
     async def _void(self, card, order_id: str, amount: Money) -> tuple[str, wire.Reply]:
         return await self._send("reverse", lambda rid: t.redeem_void(rid, card, amount, order_id), None)
 
-    async def _void_all(self, merchant, reference_id, card) -> Money | None:
+    async def _void_all(self, merchant, reference_id, card, entries=None) -> Money | None:
         """Void every open redemption journaled under the reference; the total voided, or None
         when nothing was open (RedemptionNotFound / already voided for each)."""
         voided: Money | None = None
         seen: set[tuple[str, int, str]] = set()
-        for entry in await self._journal.entries(merchant, reference_id):
+        if entries is None:
+            entries = [e for e in await self._journal.entries(merchant, reference_id) if e.order_id != TOMBSTONE]
+        for entry in entries:
             key = (entry.order_id, entry.amount_minor, entry.currency)
             if key in seen:
                 continue
@@ -218,9 +227,10 @@ class RadialProvider(UnsupportedOperations):
             raise error
         if not original_reference_id:
             raise invalid_argument("target", "set provider_transaction_id or original_reference_id")
-        # By reference (the timeout case): what the journal says was sent under it. Nothing
-        # journaled = nothing was ever sent under it.
-        voided = await self._void_all(merchant, original_reference_id, card)
+        # By reference (the timeout case): block the reference, then void what the journal says
+        # was sent under it. Nothing journaled = nothing was ever sent, and now never will be.
+        sent = await tombstone(self._journal, merchant, original_reference_id, self._currency)
+        voided = await self._void_all(merchant, original_reference_id, card, sent) if sent else None
         if voided is None:
             return Reversal(OperationResult("", zero, card.masked), False)
         return Reversal(OperationResult("", voided, card.masked), True)

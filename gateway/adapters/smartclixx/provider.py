@@ -12,7 +12,7 @@ Mapping (assumptions in gateway/adapters/README.md):
 - activate = cards/activate (physical: number + amount; e-card: number + CVV2 + amount).
 - allocate = ecards/retrieve (program_id -> number + CVV2, inactive); activate then loads it.
 - reverse: an authorization by its id (full reversal). A settlement cannot be undone at
-  SmartClixx (no void, no credit): FAILED_PRECONDITION TRANSACTION_NOT_REVERSIBLE. By reference
+  SmartClixx (no void, no credit): UNIMPLEMENTED, operation "reverse_settlement". By reference
   (a lost reply): the journaled authorization is replayed under its requestId and reversed.
 - No credit / reload, cash-out, exchange or issue_value: UNIMPLEMENTED naming smartclixx.
 - The card secret is the CVV2, carried in the mesh's `CardRef.pin`.
@@ -32,7 +32,7 @@ from common.errors import (
     invalid_argument,
 )
 from common.money import Money
-from gateway.adapters.journal import JournalEntry, MemoryReferenceJournal, ReferenceJournal
+from gateway.adapters.journal import JournalEntry, MemoryReferenceJournal, ReferenceJournal, begin, tombstone
 from gateway.adapters.smartclixx import translate as t
 from gateway.adapters.smartclixx.client import SmartClixxClient
 from gateway.ports import ACTIVE, Capabilities, OperationResult, Reversal, UnsupportedOperations, unsupported
@@ -42,7 +42,8 @@ CAPABILITIES = Capabilities(
     cash_out=False, exchange=False, allocate=True, claim_links=False, activate=True, credit=False,
     issue_value=False, pin_required=False,
 )
-TRANSACTION_NOT_REVERSIBLE = "TRANSACTION_NOT_REVERSIBLE"
+# SmartClixx has no void of a settlement and no credit: UNIMPLEMENTED naming this operation.
+REVERSE_SETTLEMENT = "reverse_settlement"
 # Settlement ids handed to the mesh carry this prefix: reverse() knows it cannot undo them.
 _SETTLEMENT = "S:"
 
@@ -86,11 +87,9 @@ class SmartClixxProvider(UnsupportedOperations):
     async def _authorize(self, merchant, reference_id, card, amount: Money, *, allow_partial: bool, step: str):
         """Authorize `amount`; with `allow_partial` a decline for funds becomes an authorization
         of what is available (SmartClixx itself approves all or nothing). Journaled before sending."""
-        sent = await self._journal.entries(merchant, reference_id)
+        sent = await begin(self._journal, merchant, reference_id, JournalEntry(step, amount.amount_minor, amount.currency))
         # Sent before under this reference: SmartClixx replays its first answer.
         replayed = any(e.order_id in (step, step + "p") for e in sent)
-        if not replayed:
-            await self._journal.record(merchant, reference_id, JournalEntry(step, amount.amount_minor, amount.currency))
         partial_sent = [e for e in sent if e.order_id == step + "p"]
         if partial_sent:  # the first attempt ended in a partial authorization: replay that one
             reply = await self._client.commit("authorize", t.authorize(
@@ -110,7 +109,7 @@ class SmartClixxProvider(UnsupportedOperations):
             raise failed_precondition(INSUFFICIENT_FUNDS, "no funds available on the card", available_minor="0")
         partial = Money(min(available, amount.amount_minor), amount.currency)
         step = step + "p"
-        await self._journal.record(merchant, reference_id, JournalEntry(step, partial.amount_minor, partial.currency))
+        await begin(self._journal, merchant, reference_id, JournalEntry(step, partial.amount_minor, partial.currency))
         reply = await self._client.commit("authorize", t.authorize(reference_id, card, partial, step))
         return t.authorization_result(reply, card, self._currency)
 
@@ -174,12 +173,11 @@ class SmartClixxProvider(UnsupportedOperations):
         zero = Money(0, self._currency)
         if provider_transaction_id:
             if provider_transaction_id.startswith(_SETTLEMENT):
-                raise failed_precondition(
-                    TRANSACTION_NOT_REVERSIBLE, "smartclixx cannot void a settlement", provider="smartclixx")
+                raise unsupported(self.name, REVERSE_SETTLEMENT)
             return await self._reverse_authorization(card, provider_transaction_id)
         if not original_reference_id:
             raise invalid_argument("target", "set provider_transaction_id or original_reference_id")
-        entries = await self._journal.entries(merchant, original_reference_id)
+        entries = await tombstone(self._journal, merchant, original_reference_id, self._currency)
         if not entries:
             return Reversal(OperationResult("", zero, card.masked), False)  # nothing was ever sent
         entry = entries[-1]
@@ -196,8 +194,7 @@ class SmartClixxProvider(UnsupportedOperations):
         reversal = await self._reverse_authorization(card, held.hold_id)
         if not reversal.reversed and entry.order_id.startswith("a"):
             # The redemption's settlement consumed the authorization: SmartClixx cannot undo it.
-            raise failed_precondition(
-                TRANSACTION_NOT_REVERSIBLE, "smartclixx cannot void a settlement", provider="smartclixx")
+            raise unsupported(self.name, REVERSE_SETTLEMENT)
         return reversal
 
     async def _reverse_authorization(self, card, authorization_id: str) -> Reversal:
