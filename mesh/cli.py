@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run all services in one process (`all`, the default) or the named ones; "
         "services not run here are reached at endpoints.<name> (GIFTCARD_ENDPOINTS__<NAME>).",
     )
-    serve.add_argument("services", nargs="*", default=["all"], choices=["all", *SPECS], metavar="SERVICE",
+    # default is a string, not ["all"]: argparse checks a `*` positional's default against choices.
+    serve.add_argument("services", nargs="*", default="all", choices=["all", *SPECS], metavar="SERVICE",
                        help=f"all (default) or any of: {', '.join(SPECS)}")
     serve.add_argument("--port", type=int, help="gRPC port (overrides grpc.port)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (overrides metrics.port)")
@@ -142,7 +143,8 @@ async def _serve(args: argparse.Namespace) -> int:
         overrides["metrics"] = {"port": args.metrics_port}
     settings = load_settings(args.config, **overrides)
     configure_logging(settings.telemetry)
-    services = ALL_SERVICES if "all" in args.services else args.services
+    chosen = [args.services] if isinstance(args.services, str) else args.services
+    services = ALL_SERVICES if "all" in chosen else chosen
     runtime = MeshRuntime(settings, services)
     await runtime.start()
     print(

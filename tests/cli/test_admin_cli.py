@@ -274,3 +274,13 @@ async def test_jobs_run_settlement_settles_deferred_captures(quiet_config, tmp_p
         assert giftcard(quiet_config, "audit").returncode == 0
     finally:
         assert server.stop() == 0
+
+
+async def test_serve_without_service_arguments_serves_everything(config, tmp_path):
+    server = start_server(config, [], tmp_path / "server.log")
+    try:
+        reply = await balance_with_key(server, DEMO_KEY, "6035710000000001")
+        assert reply.balance.amount_minor == 10000
+        assert "serving gateway, balance, authorization, fulfillment, settlement, refund" in server.logs()
+    finally:
+        assert server.stop() == 0
