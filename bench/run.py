@@ -270,7 +270,7 @@ class Bench:
                     continue
                 service = METHODS[scenario][0]
                 if scenario == "Capture" and not holds:
-                    outcome = self._capture_without_holds(mesh)
+                    outcome = self._capture_without_holds(mesh, mode)
                 else:
                     work = self._work(scenario, mode, holds)
                     _log(f"{mode}/{scenario} ({work.generator})")
@@ -283,19 +283,23 @@ class Bench:
         finally:
             self._release(mesh)
 
-    def _capture_without_holds(self, mesh: Mesh) -> Outcome:
-        """No holds to capture (Authorize missing or failed): say whether Capture itself exists."""
-        work = Work(LOADGEN, METHODS["Capture"][1], variants=[payloads.capture_variant("h_does_not_exist")],
-                    id_fields=[1, 4])
-        from bench.h2load import check_status
-        from bench.scenarios import METADATA
+    def _capture_without_holds(self, mesh: Mesh, mode: str) -> Outcome:
+        """No holds to capture: Capture is missing itself, or blocked by a missing Authorize."""
         import grpc
 
-        code, details, _ = check_status(mesh.address("settlement"), work.method,
-                                        payloads.splice([1, 4], f"probe-{int(time.time())}", work.variants[0]), METADATA)
+        from bench.h2load import check_status
+        from bench.scenarios import METADATA
+
+        method = METHODS["Capture"][1]
+        body = payloads.splice([1, 4], f"probe-{int(time.time())}", payloads.capture_variant("h_does_not_exist"))
+        code, details, _ = check_status(mesh.address("settlement"), method, body, METADATA)
         if code == grpc.StatusCode.UNIMPLEMENTED:
             return Outcome("missing", LOADGEN, f"UNIMPLEMENTED: {details}")
-        return Outcome("failed", LOADGEN, f"no holds to capture (Authorize did not produce any); "
+        authorize = self.results["scenarios"].get(f"{mode}/Authorize", {})
+        if authorize.get("status") == "missing":
+            return Outcome("missing", LOADGEN, "needs holds from Authorize, which is UNIMPLEMENTED "
+                                               f"(Capture of an unknown hold answers {code.name})")
+        return Outcome("failed", LOADGEN, "no holds to capture (Authorize did not produce any); "
                                           f"Capture of an unknown hold answers {code.name}")
 
     # -- scaling and tracing ------------------------------------------------------------------
