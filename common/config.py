@@ -136,6 +136,8 @@ class SettlementSettings(_Section):
     resolver_grace_seconds: float = Field(60.0, ge=0)
     # Holds checked per merchant per expiry sweep.
     expiry_sweep_limit: int = Field(1000, ge=1)
+    # Finished captures and reversals stay listed in Redis this long, then the batch job drops them.
+    retention_seconds: int = Field(7 * 24 * 3600, ge=60)
     # Merchant API keys the scheduler presents to the gateway when it runs over gRPC (separate
     # mode): jobs act for a merchant but have no caller. Unused all-in-one. From a secret.
     job_api_keys: dict[str, SecretStr] = Field(default_factory=dict)

@@ -23,6 +23,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from common.context import current_call
 from common.errors import (
     AMOUNT_EXCEEDS_OPEN,
     CURRENCY_MISMATCH,
@@ -49,6 +50,8 @@ SCHEDULED, DONE = "scheduled", "done"
 _HOLD_REFUSALS = (HOLD_EXPIRED, HOLD_NOT_OPEN, AMOUNT_EXCEEDS_OPEN, HOLD_NOT_FOUND)
 # A chain of advanced holds longer than this is a bug, not an order.
 _MAX_CHAIN = 1000
+# A batch stops claiming items when less than this is left of its deadline.
+_CLAIM_MARGIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,8 @@ class SettlementLogic:
 
         async def claim_next() -> Claimed | None:
             for _ in range(INDEX_BUCKETS):
-                if budget[0] <= 0:
+                # Nothing new once the run's deadline is near: what is claimed gets finished.
+                if budget[0] <= 0 or current_call().remaining() < _CLAIM_MARGIN_SECONDS:
                     return None
                 bucket = next_bucket[0]
                 next_bucket[0] = (bucket + 1) % INDEX_BUCKETS

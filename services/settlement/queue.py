@@ -3,6 +3,7 @@ settlement) and scheduled reversals.
 
     mesh:<kind>:{<kind>:<merchant>:<bucket>}:items   hash  item id -> JSON (the record itself)
     mesh:<kind>:{<kind>:<merchant>:<bucket>}:due     zset  item id -> when it is due (epoch ms)
+    mesh:<kind>:{<kind>:<merchant>:<bucket>}:done    zset  item id -> when it became final (purge)
 
 An item is due at its run time; a worker claims due items (work_claim.lua) which sets their due
 score to the end of its lease and gives each a new fencing token; the worker records the outcome
@@ -47,7 +48,7 @@ class WorkQueue:
 
     def keys(self, merchant: str, bucket: int) -> list[str]:
         tag = bucket_tag(self.kind, merchant, bucket)
-        return [f"mesh:{self.kind}:{tag}:items", f"mesh:{self.kind}:{tag}:due"]
+        return [f"mesh:{self.kind}:{tag}:items", f"mesh:{self.kind}:{tag}:due", f"mesh:{self.kind}:{tag}:done"]
 
     def _keys_of(self, merchant: str, item_id: str) -> list[str]:
         return self.keys(merchant, bucket_of(item_id))
@@ -84,7 +85,7 @@ class WorkQueue:
         """(recorded?, item). False: the claim was taken over; the newer holder decides."""
         reply = await self._scripts(
             "work_finish", self._keys_of(merchant, claim.item_id),
-            [claim.item_id, claim.fence, json.dumps(fields), "1" if final else "0", due_ms],
+            [claim.item_id, claim.fence, json.dumps(fields), "1" if final else "0", due_ms, now_ms()],
         )
         status = text(reply[0])
         return status == "OK", (json.loads(text(reply[1])) if status != "MISSING" else {})
@@ -96,7 +97,7 @@ class WorkQueue:
         skip = offset
         position = offset
         for bucket in range(INDEX_BUCKETS):
-            items_key, due_key = self.keys(merchant, bucket)
+            items_key, due_key, _ = self.keys(merchant, bucket)
             size = await self._redis.zcard(due_key)
             if skip >= size:
                 skip -= size
@@ -118,6 +119,12 @@ class WorkQueue:
         for b in range(INDEX_BUCKETS):
             total += await self._redis.zcard(self.keys(merchant, b)[1])
         return total > position
+
+    async def purge(self, merchant: str, older_than_ms: int, limit: int = 1000) -> int:
+        """Drop final items that became final more than `older_than_ms` ago; returns how many."""
+        cutoff = now_ms() - older_than_ms
+        return sum([int(await self._scripts("work_purge", self.keys(merchant, bucket), [cutoff, limit]))
+                    for bucket in range(INDEX_BUCKETS)])
 
     async def depth(self, merchant: str) -> tuple[int, int]:
         """(items not final, items due now) of a merchant."""

@@ -50,7 +50,11 @@ class SettlementJobs:
         return int(self._settings.lease_seconds * 1000)
 
     async def batch(self, merchant: str) -> list[dict]:
-        return await self.logic.run_batch(merchant, self._settings.batch_size)
+        done = await self.logic.run_batch(merchant, self._settings.batch_size)
+        retention_ms = self._settings.retention_seconds * 1000
+        await self.logic.settlements.purge(merchant, retention_ms)
+        await self.logic.reversals.purge(merchant, retention_ms)
+        return done
 
     async def reversals(self, merchant: str) -> list[dict]:
         return await self.logic.run_reversals(merchant, self._settings.batch_size)

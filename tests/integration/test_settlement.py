@@ -21,7 +21,7 @@ from tests.support.mesh import ACME_KEY, DEMO_KEY, MODES, auth, start_mesh
 
 USD = "USD"
 # Jobs are run by the tests (scheduler off), except where a test says otherwise.
-QUIET = {"scheduler_enabled": False}
+QUIET = {"scheduler_enabled": False, "job_api_keys": {"demo": DEMO_KEY}}
 
 
 @pytest.fixture(params=MODES)
@@ -302,6 +302,27 @@ async def test_run_settlement_batch_validates_max_items(mesh):
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _, _ = await fails(mesh, "ListOpenSettlements", pb.ListOpenSettlementsRequest(page_token="bogus"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_scheduler_run_is_measured_and_finished_items_are_purged_after_retention(mesh):
+    number = await new_card(mesh, 100_00)
+    hold = await authorize(mesh, number, 30_00)
+    queued = await call(mesh, "Capture", capture(hold.hold_id, 30_00, defer_to_batch=True, final_shipment=True))
+    runtime = settlement_runtime(mesh)
+
+    await runtime.schedulers[0].run("batch")
+
+    sample = runtime.registry.get_sample_value
+    assert sample("giftcard_settlement_job_runs_total", {"job": "batch", "outcome": "ok"}) == 1
+    assert sample("giftcard_settlement_items_total", {"queue": "captures", "outcome": "settled"}) == 1
+    assert sample("giftcard_settlement_queue_depth", {"queue": "captures"}) == 0
+    assert await at_ledger(mesh, number) == (70_00, 0)
+    queue = jobs(mesh).logic.settlements
+    settlement_id = queued.settlement.settlement_id
+    assert (await queue.get("demo", settlement_id))["state"] == "settled"
+    assert await queue.purge("demo", older_than_ms=60_000) == 0  # kept during the retention
+    assert await queue.purge("demo", older_than_ms=-1_000) == 1
+    assert await queue.get("demo", settlement_id) is None
 
 
 # -- scheduled reversals ------------------------------------------------------------------------
