@@ -150,7 +150,6 @@ async def test_runtime_merchant_and_key_lifecycle_on_a_live_server(config, serve
 
 async def test_rotation_grace_keeps_the_old_key_until_it_ends(config, server):
     assert giftcard(config, "key", "create", "demo").returncode == 0
-    old = giftcard(config, "key", "list", "demo")  # noqa: F841 - listed for the operator
     first = giftcard(config, "key", "create", "demo").stdout.strip()
     rotated = giftcard(config, "key", "rotate", "demo", "--grace", "2")
     second = rotated.stdout.strip()

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from common.telemetry import MeshMetrics
 
