@@ -41,6 +41,7 @@ from redis.exceptions import ResponseError
 
 from common.errors import (
     AMOUNT_EXCEEDS_OPEN,
+    CARD_INACTIVE,
     HOLD_EXPIRED,
     HOLD_NOT_FOUND,
     HOLD_NOT_OPEN,
@@ -49,7 +50,7 @@ from common.errors import (
 )
 from common.money import Money
 from common.redis_scripts import ScriptSet, hash_tag
-from gateway.ports import BalanceInfo, CardId, OperationResult, Provider, Reversal
+from gateway.ports import ACTIVE, CardId, OperationResult, Provider, Reversal
 
 SHADOW, REDEEM_AT_AUTHORIZE = "shadow", "redeem_at_authorize"
 MODES = (SHADOW, REDEEM_AT_AUTHORIZE)
@@ -151,6 +152,8 @@ class EmulatedHolds:
         hold_keys = [keys.hold(hold_id), keys.expiries, keys.held]
         if self._mode == SHADOW:
             info = await self._inner.balance(merchant, card)
+            if info.status != ACTIVE:
+                raise MeshError(grpc.StatusCode.FAILED_PRECONDITION, CARD_INACTIVE, "card is not active")
             if info.balance.currency != amount.currency:
                 raise MeshError(grpc.StatusCode.FAILED_PRECONDITION, "CURRENCY_MISMATCH",
                                 f"the card is in {info.balance.currency}")
@@ -212,8 +215,16 @@ class EmulatedHolds:
             try:
                 result = await self._release(merchant, reference_id, card, hold_id, None, None)
             except MeshError as error:
-                if error.reason not in (HOLD_NOT_FOUND, HOLD_NOT_OPEN):
+                if error.reason == HOLD_NOT_OPEN:
+                    # Captured or released already: nothing is held any more, and the captured
+                    # money is a payment, not something a reversal of the hold may take back.
+                    hold = await self._hold_fields(_Keys(self._key, merchant, card).hold(hold_id))
+                    zero = Money(0, hold.get("currency", "USD"))
+                    return Reversal(OperationResult("", zero, card.masked), reversed=False)
+                if error.reason != HOLD_NOT_FOUND:
                     raise
+                # No record: not a hold, or (redeem_at_authorize) the vendor redeemed and the
+                # record was never written; the vendor reverses by reference either way.
             else:
                 return Reversal(result=result, reversed=result.amount.amount_minor > 0)
         return await self._inner.reverse(

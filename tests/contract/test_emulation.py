@@ -72,3 +72,22 @@ async def test_capture_of_a_shadow_hold_spent_elsewhere_is_refused_and_the_hold_
     released = await env.call("ReleaseHold", pb.ReleaseHoldRequest(reference_id=ref(), card=card(number), provider_hold_id=placed.provider_hold_id))
     assert released.result.amount.amount_minor == 30_00  # still open after the refused capture
     assert await env.ledger.balance("shadow", number) == 10_00
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_reversing_a_captured_hold_by_its_reference_does_not_take_the_payment_back(env, mode):
+    number = await env.ledger.seed(mode, 50_00)
+    reference = ref()
+    placed = await env.call("PlaceHold", pb.PlaceHoldRequest(reference_id=reference, card=card(number), amount=usd(30_00), expire_time=expiry()), mode)
+    await env.call("CaptureHold", pb.CaptureHoldRequest(
+        reference_id=ref(), card=card(number), provider_hold_id=placed.provider_hold_id, amount=usd(30_00)), mode)
+    reply = await env.call("Reverse", pb.ReverseRequest(reference_id=ref(), card=card(number), original_reference_id=reference), mode)
+    assert not reply.reversed and reply.result.amount.amount_minor == 0
+    assert await env.ledger.balance(mode, number) == 20_00
+
+
+async def test_a_shadow_hold_on_an_inactive_card_is_card_inactive(env):
+    number = await env.ledger.seed("shadow", 0, active=False)
+    code, reason, _ = await expect_error(env, "PlaceHold", pb.PlaceHoldRequest(
+        reference_id=ref(), card=card(number), amount=usd(1_00), expire_time=expiry()))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CARD_INACTIVE")
