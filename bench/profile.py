@@ -67,7 +67,7 @@ def main() -> None:
     numbers = payloads.card_numbers(200)
     asyncio.run(_create_cards(redis.url, config, [*numbers, payloads.HOT_CARD]))
     env = dict(item.split("=", 1) for item in args.env)
-    mesh = start_all_in_one(config, workdir, env=env)
+    mesh = start_all_in_one(config, workdir, env=env).wait()
     try:
         load = Load(warmup=1, duration=args.seconds + 2)
         runner = Runner(workdir, redis, ensure_h2load(), load, print)
