@@ -123,3 +123,69 @@ def test_scrub_removes_card_data_and_secrets():
         "cardnumber": "[FILTERED]", "amount": "10.00", "errorMessage": "card ******0001 not found",
         "cvv2": "[FILTERED]",
     }
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_half_open_lets_exactly_one_probe_through_and_a_failed_probe_reopens():
+    clock = _Clock()
+    breaker = CircuitBreaker("v", failure_threshold=2, reset_seconds=10, clock=clock)
+    breaker.record_failure()
+    assert breaker.state == CLOSED
+    breaker.record_failure()
+    assert breaker.state == OPEN
+    with pytest.raises(MeshError):
+        breaker.before_call()
+    clock.now += 10
+    breaker.before_call()  # the probe
+    with pytest.raises(MeshError) as caught:
+        breaker.before_call()  # a second caller while the probe runs fails fast
+    assert caught.value.reason == PROVIDER_UNAVAILABLE
+    breaker.record_failure()  # the probe failed: open for another cool-down
+    assert breaker.state == OPEN
+    clock.now += 10
+    breaker.before_call()
+    breaker.record_success()
+    assert breaker.state == CLOSED
+    breaker.before_call()
+
+
+def test_a_business_refusal_counts_as_the_vendor_being_up():
+    breaker = CircuitBreaker("v", failure_threshold=2, reset_seconds=10)
+    breaker.record_failure()
+    breaker.record_success()  # e.g. HTTP 200 + insufficient funds
+    breaker.record_failure()
+    assert breaker.state == CLOSED
+
+
+async def test_logs_carry_no_card_number_pin_or_credentials(sim, caplog):
+    import logging
+
+    from common.cards import CardId
+    from common.money import Money
+    from gateway.adapters.paytronix import build
+
+    profile = ProviderProfile(
+        provider="paytronix", base_url=sim.base_url, timeout_seconds=2,
+        credentials={"username": "paytronix-sim", "password": "paytronix-sim-secret"},
+        options={"merchant_id": 1, "store_code": "S1"},
+    )
+    provider = build(profile)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="giftcard.gateway.paytronix"):
+            await provider.balance("m", CardId("card_number", CARD))
+            with pytest.raises(MeshError):
+                await provider.redeem("m", "ref-log-1", CardId("card_number", CARD, pin="9911"),
+                                      Money(1, "USD"), tip=None, allow_partial=False)
+    finally:
+        await provider.aclose()
+    text = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+    assert "[FILTERED]" in text
+    for secret in (CARD, "9911", "paytronix-sim-secret", "cGF5dHJvbml4"):
+        assert secret not in text
