@@ -135,6 +135,16 @@ def provider_error(vendor: str, operation: str, detail: str, vendor_code: str = 
     return MeshError(grpc.StatusCode.INTERNAL, PROVIDER_ERROR, f"provider {vendor} {operation}: {detail}", metadata=metadata)
 
 
+def unusable_reply(vendor: str, operation: str, detail: str) -> MeshError:
+    """A success reply the adapter cannot read (missing id, bad amount) to a call that may have
+    moved money: not a refusal. Retryable with outcome unknown, so the caller's intent stays
+    pending and is reversed by reference instead of being recorded as declined."""
+    return MeshError(
+        grpc.StatusCode.UNKNOWN, PROVIDER_ERROR, f"provider {vendor} {operation}: unusable reply ({detail}); outcome unknown",
+        metadata={"provider": vendor, "operation": operation, "outcome": "unknown"}, retryable=True,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class VendorErrorRule:
     """One row of an adapter's error table: vendor error code -> gRPC code + ErrorInfo reason.

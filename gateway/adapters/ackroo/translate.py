@@ -14,11 +14,18 @@ from common.errors import (
     PROVIDER_ERROR,
     TRANSACTION_NOT_FOUND,
     TRANSACTION_REVERSED,
+    MeshError,
     invalid_argument,
 )
 from common.money import Money
 from gateway.adapters.ackroo import wire
-from gateway.adapters.http import VendorErrorRule, VendorReply, parse_amount, provider_error, raise_vendor_error
+from gateway.adapters.http import (
+    VendorErrorRule,
+    VendorReply,
+    parse_amount,
+    raise_vendor_error,
+    unusable_reply,
+)
 from gateway.ports import ACTIVE, CardId, OperationResult
 
 VENDOR = "ackroo"
@@ -53,7 +60,7 @@ def success_or_raise(operation: str, reply: VendorReply) -> dict[str, Any]:
         return body
     if body.get("success") is False and isinstance(body.get("error"), str):
         raise raise_vendor_error(VENDOR, operation, body["error"], ERRORS)
-    raise provider_error(VENDOR, operation, f"unrecognised reply (HTTP {reply.status_code})")
+    raise unusable_reply(VENDOR, operation, f"HTTP {reply.status_code}, neither success nor error")
 
 
 def failure_name(reply: VendorReply) -> str | None:
@@ -62,15 +69,18 @@ def failure_name(reply: VendorReply) -> str | None:
 
 
 def to_result(operation: str, body: dict[str, Any], card: CardId, currency: str) -> OperationResult:
+    """A success reply -> OperationResult. One we cannot read may still have moved money: outcome
+    unknown, never a decline."""
     number = body.get("transaction_number")
     if not isinstance(number, str) or not number:
-        raise provider_error(VENDOR, operation, "reply without a transaction_number")
-    return OperationResult(
-        provider_transaction_id=number,
-        amount=parse_amount(VENDOR, operation, body.get("amount"), currency),
-        balance=parse_amount(VENDOR, operation, body.get("gc_balance"), currency),
-        masked_number=card.masked, status=ACTIVE,
-    )
+        raise unusable_reply(VENDOR, operation, "no transaction_number")
+    try:
+        amount = parse_amount(VENDOR, operation, body.get("amount"), currency)
+        balance = parse_amount(VENDOR, operation, body.get("gc_balance"), currency)
+    except MeshError:
+        raise unusable_reply(VENDOR, operation, "bad amount") from None
+    return OperationResult(provider_transaction_id=number, amount=amount, balance=balance,
+                           masked_number=card.masked, status=ACTIVE)
 
 
 def balance_of(body: dict[str, Any], currency: str) -> Money:

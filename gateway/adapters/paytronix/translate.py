@@ -16,14 +16,15 @@ from common.errors import (
     PROVIDER_TIMEOUT,
     TRANSACTION_NOT_FOUND,
     TRANSACTION_REVERSED,
+    MeshError,
     invalid_argument,
 )
 from common.money import Money
 from gateway.adapters.http import (
     VendorErrorRule,
+    unusable_reply,
     VendorReply,
     parse_amount,
-    provider_error,
     raise_vendor_error,
     wire_amount,
 )
@@ -103,7 +104,7 @@ def success_or_raise(operation: str, reply: VendorReply) -> dict[str, Any]:
         return body
     if body.get("result") == "failure" and isinstance(body.get("errorCode"), str):
         raise raise_vendor_error(VENDOR, operation, body["errorCode"], ERRORS)
-    raise provider_error(VENDOR, operation, f"unrecognised reply (HTTP {reply.status_code})")
+    raise unusable_reply(VENDOR, operation, f"HTTP {reply.status_code}, neither Success nor Failure")
 
 
 def failure_code(reply: VendorReply) -> str | None:
@@ -112,17 +113,19 @@ def failure_code(reply: VendorReply) -> str | None:
 
 
 def to_result(operation: str, body: dict[str, Any], card: CardId, currency: str, *, status: str = ACTIVE) -> OperationResult:
-    """A Success -> OperationResult. `amount` is transactionAmount (what moved; 0 for inquiries)."""
+    """A Success -> OperationResult. `amount` is transactionAmount (what moved; 0 for inquiries).
+    A Success we cannot read may still have moved money: outcome unknown, never a decline."""
     px_id = body.get("pxTransactionId")
     if not isinstance(px_id, int) or isinstance(px_id, bool):
-        raise provider_error(VENDOR, operation, "reply without a pxTransactionId")
+        raise unusable_reply(VENDOR, operation, "no pxTransactionId")
     moved = body.get("transactionAmount")
+    try:
+        amount = parse_amount(VENDOR, operation, moved, currency) if moved is not None else Money(0, currency)
+        balance = parse_amount(VENDOR, operation, body.get("currentBalance"), currency)
+    except MeshError:
+        raise unusable_reply(VENDOR, operation, "bad amount") from None
     return OperationResult(
-        provider_transaction_id=str(px_id),
-        amount=parse_amount(VENDOR, operation, moved, currency) if moved is not None else Money(0, currency),
-        balance=parse_amount(VENDOR, operation, body.get("currentBalance"), currency),
-        masked_number=card.masked,
-        status=status,
+        provider_transaction_id=str(px_id), amount=amount, balance=balance, masked_number=card.masked, status=status,
     )
 
 
