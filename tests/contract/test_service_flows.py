@@ -63,6 +63,8 @@ async def test_redeem_then_void_restores_the_card(env):
 
 async def test_reload_and_cash_out_through_the_refund_service(env):
     number = await env.ledger.seed("shadow", 10_00)
+    if "credit" in env.harness.unsupported:
+        pytest.skip(f"{env.vendor} cannot add value to a card")
     reloaded = await call(env, "refund", "Reload", rpb.ReloadRequest(request_id=rid(), card=card(number), amount=usd(5_00)), "shadow")
     assert reloaded.balance.amount_minor == 15_00
     if "cash_out" in env.harness.unsupported:
