@@ -183,13 +183,32 @@ class MonitorSample:
         return sum(self.client_commands.values())
 
 
+def script_names(root: Path) -> dict[str, str]:
+    """SHA1 -> script name for every Lua script in the repository, as the mesh loads them
+    (the native ledger prepends its lib.lua), so MONITOR's EVALSHA lines can be named."""
+    import hashlib
+
+    names: dict[str, str] = {}
+    for path in root.rglob("*.lua"):
+        if ".venv" in path.parts:
+            continue
+        text = path.read_text()
+        names[hashlib.sha1(text.encode()).hexdigest()] = path.stem
+        library = path.with_name("lib.lua")
+        if library.exists() and path.name != "lib.lua":
+            combined = library.read_text() + text
+            names[hashlib.sha1(combined.encode()).hexdigest()] = f"ledger.{path.stem}"
+    return names
+
+
 class Monitor:
     """MONITOR on a raw socket, in a thread; `stop()` returns the sample.
 
     INFO commandstats cannot give round trips: it counts the redis.call()s inside a script as well
     as the EVALSHA that ran it. MONITOR marks script commands with `[0 lua]`."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, names: dict[str, str] | None = None) -> None:
+        self._names = names or {}
         self._sock = socket.create_connection(("127.0.0.1", port))
         self._sock.sendall(b"MONITOR\r\n")
         self._buffer = b""
@@ -229,7 +248,10 @@ class Monitor:
             # +1700000000.123456 [0 127.0.0.1:5555] "evalsha" "..." ...
             try:
                 source = line.split(b"[", 1)[1].split(b"]", 1)[0].split()[1]
-                command = line.split(b'"', 2)[1].decode().lower()
+                quoted = line.split(b'"')
+                command = quoted[1].decode().lower()
+                if command == "evalsha" and source != b"lua":
+                    command = f"evalsha:{self._names.get(quoted[3].decode(), quoted[3].decode()[:8])}"
             except IndexError:
                 continue
             bucket = sample.script_commands if source == b"lua" else sample.client_commands

@@ -20,7 +20,7 @@ import grpc
 from bench import payloads
 from bench.h2load import check_status, run_h2load
 from bench.loadgen import read_records, write_records
-from bench.processes import Monitor, RedisServer, cpu_seconds, python, with_parent, rss_bytes
+from bench.processes import Monitor, RedisServer, cpu_seconds, python, rss_bytes, script_names, with_parent
 
 METADATA = [("authorization", "Bearer dev-demo-key")]
 AUTHZ = "/giftcard.authorization.v1.AuthorizationService"
@@ -366,7 +366,9 @@ class Runner:
                       for i in range(self.load.monitor_calls)]
         if not bodies:
             return
-        monitor = Monitor(self.redis.port)
+        if not hasattr(self, "_script_names"):
+            self._script_names = script_names(Path(__file__).resolve().parents[1])
+        monitor = Monitor(self.redis.port, self._script_names)
         ok = 0
         try:
             with grpc.insecure_channel(target) as channel:
