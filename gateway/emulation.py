@@ -46,6 +46,7 @@ from common.errors import (
     HOLD_NOT_FOUND,
     HOLD_NOT_OPEN,
     INSUFFICIENT_FUNDS,
+    TRANSACTION_NOT_FOUND,
     MeshError,
 )
 from common.money import Money
@@ -54,6 +55,7 @@ from gateway.ports import ACTIVE, CardId, OperationResult, Provider, Reversal
 
 SHADOW, REDEEM_AT_AUTHORIZE = "shadow", "redeem_at_authorize"
 MODES = (SHADOW, REDEEM_AT_AUTHORIZE)
+HOLD_ID_PREFIX = "emh_"
 # How long a hold record outlives its expiry (captures / releases after expiry, audits).
 RETAIN_MS = 30 * 24 * 3600 * 1000
 
@@ -125,7 +127,7 @@ class EmulatedHolds:
 
     def _hold_id(self, merchant: str, reference_id: str) -> str:
         digest = hmac.new(self._key, f"hold\0{merchant}\0{reference_id}".encode(), hashlib.sha256).hexdigest()
-        return "emh_" + digest[:32]
+        return HOLD_ID_PREFIX + digest[:32]
 
     async def _run(self, name: str, keys: list[str], args: list) -> dict:
         try:
@@ -210,8 +212,10 @@ class EmulatedHolds:
                                    amount.amount_minor if amount is not None else None, currency)
 
     async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
-        if original_reference_id:
-            hold_id = self._hold_id(merchant, original_reference_id)
+        # A shadow hold's "transaction id" is its hold id: reversing it releases the hold.
+        hold_id = provider_transaction_id if (provider_transaction_id or "").startswith(HOLD_ID_PREFIX) else None
+        if original_reference_id or hold_id:
+            hold_id = hold_id or self._hold_id(merchant, original_reference_id)
             try:
                 result = await self._release(merchant, reference_id, card, hold_id, None, None)
             except MeshError as error:
@@ -223,6 +227,8 @@ class EmulatedHolds:
                     return Reversal(OperationResult("", zero, card.masked), reversed=False)
                 if error.reason != HOLD_NOT_FOUND:
                     raise
+                if (provider_transaction_id or "").startswith(HOLD_ID_PREFIX):
+                    raise MeshError(grpc.StatusCode.NOT_FOUND, TRANSACTION_NOT_FOUND, "transaction not found") from None
                 # No record: not a hold, or (redeem_at_authorize) the vendor redeemed and the
                 # record was never written; the vendor reverses by reference either way.
             else:

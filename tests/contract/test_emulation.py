@@ -91,3 +91,13 @@ async def test_a_shadow_hold_on_an_inactive_card_is_card_inactive(env):
     code, reason, _ = await expect_error(env, "PlaceHold", pb.PlaceHoldRequest(
         reference_id=ref(), card=card(number), amount=usd(1_00), expire_time=expiry()))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CARD_INACTIVE")
+
+
+async def test_reversing_a_shadow_hold_by_its_transaction_id_releases_it(env):
+    number = await env.ledger.seed("shadow", 50_00)
+    placed = await env.call("PlaceHold", pb.PlaceHoldRequest(reference_id=ref(), card=card(number), amount=usd(30_00), expire_time=expiry()))
+    reply = await env.call("Reverse", pb.ReverseRequest(
+        reference_id=ref(), card=card(number), provider_transaction_id=placed.result.provider_transaction_id))
+    assert reply.reversed and reply.result.amount.amount_minor == 30_00
+    balance = await env.call("GetBalance", pb.GetBalanceRequest(card=card(number)))
+    assert (balance.balance.amount_minor, balance.held.amount_minor) == (50_00, 0)
