@@ -40,8 +40,9 @@ test: venv
 test-long: venv
 	$(PY) -m pytest -q --run-slow
 
+# Benchmark report -> bench/results/latest.{json,md} (bench/README.md); needs ~15 min on 2 cores.
 bench: venv
-	$(PY) -m bench
+	GIFTCARD_TEST_REDIS_SERVER=$$(VENV=$(VENV) bash scripts/ensure_redis.sh) $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) api/giftcard .run .pytest_cache .hypothesis

@@ -28,11 +28,14 @@ def ensure_h2load() -> str:
     import os
 
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "nghttp2-client"], check=False,
-                       stdout=subprocess.DEVNULL)
-        found = shutil.which("h2load")
-        if found:
-            return found
+        for command in (["apt-get", "install", "-y", "-q", "nghttp2-client"],
+                        ["apt-get", "update", "-qq"],  # a fresh machine may have no package lists
+                        ["apt-get", "install", "-y", "-q", "nghttp2-client"]):
+            subprocess.run(command, check=False, stdout=subprocess.DEVNULL,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            found = shutil.which("h2load")
+            if found:
+                return found
     raise RuntimeError("h2load not found: install nghttp2-client (apt-get install -y nghttp2-client)")
 
 

@@ -82,8 +82,11 @@ class Process:
                 self.popen.wait(5)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def spawn(name: str, argv: list[str], port: int, log_path: Path | None, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> Process:
+          cwd: Path | None = ROOT) -> Process:
     output = log_path.open("ab") if log_path is not None else subprocess.DEVNULL
     popen = subprocess.Popen(with_parent(argv), env={**os.environ, **(env or {})}, stdout=output,
                              stderr=subprocess.STDOUT, cwd=cwd)
@@ -115,9 +118,10 @@ class RedisServer:
     default, README "Durability"), no RDB snapshots."""
 
     def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
+        # Same override as the tests (`make bench` sets it from scripts/ensure_redis.sh).
+        binary = os.environ.get("GIFTCARD_TEST_REDIS_SERVER") or shutil.which("redis-server")
         if not binary:
-            raise RuntimeError("redis-server not found (Debian: apt-get install -y redis-server)")
+            raise RuntimeError("redis-server not found: run scripts/ensure_redis.sh or set GIFTCARD_TEST_REDIS_SERVER")
         self.dir = workdir / "redis"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()

@@ -20,7 +20,7 @@ import grpc
 from bench import payloads
 from bench.h2load import check_status, run_h2load
 from bench.loadgen import read_records, write_records
-from bench.processes import Monitor, RedisServer, cpu_seconds, python, rss_bytes, script_names, with_parent
+from bench.processes import ROOT, Monitor, RedisServer, cpu_seconds, python, rss_bytes, script_names, with_parent
 
 METADATA = [("authorization", "Bearer dev-demo-key")]
 AUTHZ = "/giftcard.authorization.v1.AuthorizationService"
@@ -290,7 +290,7 @@ class Runner:
                 continue
             children.append((spec, subprocess.Popen(
                 with_parent([python(), "-m", "bench.loadgen", str(spec_file)]),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
             )))
         for _, child in children:
             line = child.stdout.readline()
@@ -367,7 +367,7 @@ class Runner:
         if not bodies:
             return
         if not hasattr(self, "_script_names"):
-            self._script_names = script_names(Path(__file__).resolve().parents[1])
+            self._script_names = script_names(ROOT)
         monitor = Monitor(self.redis.port, self._script_names)
         ok = 0
         try:
