@@ -1,0 +1,264 @@
+"""Hostile input to every RPC of every mesh service (iterated from the service descriptors), in both
+deployment modes: hypothesis-built messages with boundary and overflowing amounts, unknown
+currencies, huge and non-ASCII strings, bad ids, unknown enum values and missing oneofs; random
+byte bodies; invalid UTF-8 in every string field; already expired deadlines.
+
+For every request:
+- the reply is OK or a clean status (tests/security/support.py CLEAN_CODES), never UNKNOWN or
+  INTERNAL;
+- a refused request moves no money: every Redis key (idempotency records and limiter buckets
+  apart, PIN lockout counters apart: a wrong PIN is meant to count) is the same before and after,
+  except new mesh records in state failed (an activation, intent or transaction record that writes
+  the refusal down; never a ledger key);
+- the idempotency record a refused request leaves, if any, is a final stored error (the same
+  request_id replays the same refusal; it holds no money and no card data) or nothing;
+and afterwards every service still reports SERVING and answers a valid call.
+
+Fast variant: FAST_EXAMPLES messages + FAST_BYTES byte bodies per mode (< 60 s for the file); the
+`slow` variant (make test-long) runs SLOW_EXAMPLES.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import Counter
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from giftcard.authorization.v1 import authorization_pb2 as apb
+from giftcard.balance.v1 import balance_pb2 as bpb
+from giftcard.type.v1 import card_pb2, money_pb2
+from mesh.services import SPECS
+from tests.security.hostile import (
+    INT64_MAX, ServedMesh, all_rpcs, idempotency_records, invalid_utf8_bodies, message_strategy, money_state,
+)
+from tests.security.support import CLEAN_CODES
+from tests.support.mesh import DEMO_KEY, MODES
+
+FAST_EXAMPLES = 120
+FAST_BYTES = 60
+SLOW_EXAMPLES = 3000
+RPCS = all_rpcs()
+METADATA = (("authorization", f"Bearer {DEMO_KEY}"),)
+FUZZ_SETTINGS = {"settlement": {"scheduler_enabled": False}}
+
+# Figures for tests/security/README.md, printed at the end of the session with -s / -rA.
+FIGURES: Counter = Counter()
+
+
+@pytest.fixture(scope="module", params=MODES)
+def served(request, redis_url):
+    mesh = ServedMesh(request.param, redis_url, **FUZZ_SETTINGS)
+    yield mesh
+    mesh.close()
+
+
+def error_reason(error: grpc.RpcError) -> str:
+    from grpc_status import rpc_status
+    from google.rpc import error_details_pb2
+
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return ""
+
+
+def failure_record(key: bytes, before: bytes | None, after: bytes | None) -> bool:
+    """A record a refusal may leave: a new mesh record (activation, intent, transaction; never the
+    ledger's `{gc:...}` keys) whose state is failed, i.e. the refusal written down, no money."""
+    if key.startswith(b"{gc:") or before is not None or after is None:
+        return False
+    return b"(b'state', b'failed')" in after or b"(b'state', b'FAILED')" in after
+
+
+def known_bug(rpc, body) -> str | None:
+    """Refusals known to move money, excluded from the state check until fixed (each has a strict
+    xfail test below that starts failing, i.e. passing, once the bug is gone)."""
+    if rpc.name == "RefundService.RefundToNewCard" and not isinstance(body, bytes):
+        if body.HasField("old_card") and body.program_id and body.policy != 2:  # 2 = FUND_EXISTING
+            return "RefundToNewCard cashes the old card out before the new card is allocated"
+    return None
+
+
+class Checker:
+    """Sends one request and checks the three properties; keeps the figures."""
+
+    def __init__(self, served: ServedMesh) -> None:
+        self.served = served
+        self.state = money_state(served.redis)
+        self.records = idempotency_records(served.redis)
+        self.history: list[str] = []  # the last calls, to name the culprit when state drifts
+
+    def send(self, rpc, body, *, raw: bool = False, timeout: float = 15, label: str = "message") -> None:
+        call = self.served.method(rpc, raw=raw)
+        FIGURES[f"{self.served.mode}:{label}"] += 1
+        self.history = [*self.history[-4:], f"{rpc.name} {label} {_preview(body)[:400]}"]
+        try:
+            call(body, metadata=METADATA, timeout=timeout)
+        except grpc.RpcError as error:
+            code = error.code()
+            self.history[-1] += f" -> {code.name} {error_reason(error)}"
+            FIGURES[f"code:{code.name}"] += 1
+            assert code in CLEAN_CODES, (
+                f"{rpc.name} answered {code.name} ({error.details()!r}) to {label} {_preview(body)}"
+            )
+            self.served.settle()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout > 1:
+                # Ran out of time while running: an unknown outcome by design (the work finishes and
+                # a retry replays it), not a refusal.
+                print("DEADLINE", rpc.name, error.details(), error_reason(error), _preview(body)[:800])
+                FIGURES["deadline exceeded while running"] += 1
+                self.state = money_state(self.served.redis)
+                self.records = idempotency_records(self.served.redis)
+                return
+            bug = known_bug(rpc, body)
+            if bug is not None:
+                FIGURES[f"known bug: {bug}"] += 1
+                self.state = money_state(self.served.redis)
+                self.records = idempotency_records(self.served.redis)
+                return
+            after = money_state(self.served.redis)
+            changed = {k for k in after.keys() | self.state.keys() if after.get(k) != self.state.get(k)}
+            for key in list(changed):
+                if failure_record(key, self.state.get(key), after.get(key)):
+                    FIGURES["failure records left by refusals"] += 1
+                    changed.discard(key)
+            assert not changed, f"{rpc.name} refused ({code.name} {error_reason(error)}) but changed " + "; ".join(
+                f"{k!r}: {self.state.get(k)!r} -> {after.get(k)!r}" for k in sorted(changed)[:3]
+            )[:3000] + "\nlast calls:\n" + "\n".join(self.history)
+            records = idempotency_records(self.served.redis)
+            for key in records.keys() - self.records.keys():
+                record = records[key]
+                FIGURES["idempotency records left by refusals"] += 1
+                assert record.get(b"state") == b"done" and record.get(b"kind") == b"error", (key, record)
+                stored = json.loads(record[b"outcome"])
+                assert stored["code"] not in ("UNKNOWN", "INTERNAL", 2, 13), stored
+            self.records = records
+            return
+        FIGURES["code:OK"] += 1
+        self.history[-1] += " -> OK"
+        self.served.settle()
+        self.state = money_state(self.served.redis)  # an accepted request may move money
+        self.records = idempotency_records(self.served.redis)
+
+
+def _preview(body) -> str:
+    text = repr(body)
+    return text if len(text) < 300 else text[:300] + f"... ({len(text)} chars)"
+
+
+def assert_still_serving(served: ServedMesh) -> None:
+    for name in SPECS:
+        health = health_pb2_grpc.HealthStub(served.channel(name))
+        reply = health.Check(health_pb2.HealthCheckRequest(service=SPECS[name].full_name), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+    reply = served.method(next(r for r in RPCS if r.path.endswith("BalanceService/GetBalance")))(
+        bpb.GetBalanceRequest(card=card_pb2.CardRef(card_number="6035710000000003")), metadata=METADATA, timeout=5
+    )
+    assert reply.masked_number == "603571******0003"
+
+
+def requests_for_every_rpc():
+    return st.sampled_from(RPCS).flatmap(
+        lambda rpc: st.tuples(st.just(rpc), message_strategy(rpc.request.DESCRIPTOR),
+                              st.sampled_from([15.0] * 9 + [0.000001]))
+    )
+
+
+def fuzz_messages(served: ServedMesh, examples: int) -> None:
+    checker = Checker(served)
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(requests_for_every_rpc())
+    def run(case):
+        rpc, message, timeout = case
+        checker.send(rpc, message, timeout=timeout, label="expired deadline" if timeout < 1 else "message")
+
+    run()
+    assert_still_serving(served)
+
+
+def test_hostile_messages_to_every_rpc_get_clean_refusals_and_change_nothing(served):
+    fuzz_messages(served, FAST_EXAMPLES)
+
+
+@pytest.mark.slow
+def test_hostile_messages_long_run(served):
+    fuzz_messages(served, SLOW_EXAMPLES)
+
+
+def test_random_byte_bodies_to_every_rpc(served):
+    checker = Checker(served)
+
+    @settings(max_examples=FAST_BYTES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(RPCS), st.binary(max_size=512))
+    def run(rpc, body):
+        checker.send(rpc, body, raw=True, label="random bytes")
+
+    run()
+    assert_still_serving(served)
+
+
+def test_invalid_utf8_in_every_string_field_of_every_rpc(served):
+    checker = Checker(served)
+    sent = 0
+    for rpc in RPCS:
+        for field, body in invalid_utf8_bodies(rpc):
+            checker.send(rpc, body, raw=True, label="invalid utf-8")
+            sent += 1
+    assert sent >= len(RPCS)  # every request has at least one string field
+    assert_still_serving(served)
+
+
+def test_amounts_whose_sum_overflows_int64_across_tenders_and_cards(served):
+    checker = Checker(served)
+    rpcs = {r.name: r for r in RPCS}
+    near_max = money_pb2.Money(amount_minor=INT64_MAX, currency_code="USD")
+    max_ok = money_pb2.Money(amount_minor=10**12, currency_code="USD")
+    cards = ["6035710000000001", "6035710000000002", "6035710000000003"]
+    for amount in (near_max, max_ok):
+        checker.send(rpcs["AuthorizationService.Checkout"], apb.CheckoutRequest(
+            request_id=f"ovf-{amount.amount_minor}", order_id="ovf",
+            tenders=[apb.CheckoutTender(card=card_pb2.CardRef(card_number=c, pin="1234" if c.endswith("2") else ""),
+                                        amount=amount) for c in cards * 6],
+        ), label="overflowing sum")
+        checker.send(rpcs["BalanceService.PlanTender"], bpb.PlanTenderRequest(
+            order_total=amount, cards=[card_pb2.CardRef(card_number=c) for c in cards * 6],
+        ), label="overflowing sum")
+    assert_still_serving(served)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: RefundToNewCard cashes out the old card, then fails on the "
+                   "new card (unknown program, balance limit) with a final error: the old balance is lost")
+def test_refund_to_new_card_refused_for_an_unknown_program_leaves_the_old_card_alone(served):
+    from giftcard.refund.v1 import refund_pb2 as rpb
+
+    number = "7301" + "".join(secrets.choice("0123456789") for _ in range(12))
+    served.run(served.mesh.runtimes[0].providers.native_ledger.create_card(
+        "demo", number, "USD", balance_minor=4200, active=True))
+    checker = Checker(served)
+    rpc = next(r for r in RPCS if r.name == "RefundService.RefundToNewCard")
+    with pytest.raises(grpc.RpcError) as caught:
+        served.method(rpc)(rpb.RefundToNewCardRequest(
+            request_id="bug-r2c-1", order_id="o-1", program_id="no-such-program",
+            policy=rpb.REFUND_TO_CARD_POLICY_NEW_CARD,
+            old_card=card_pb2.CardRef(card_number=number),
+        ), metadata=METADATA, timeout=15)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    served.settle()
+    after = money_state(served.redis)
+    assert {k for k in after if after[k] != checker.state.get(k)} == set()
+
+
+def test_figures(served):
+    """Not a check: prints what the other tests of this module sent (for tests/security/README.md)."""
+    print("\nhostile input figures:", dict(sorted(FIGURES.items())))
