@@ -110,11 +110,13 @@ class AuthorizationLogic:
             )
         state = await self.intents.begin(
             merchant, reference, "hold", card, owner_kind="hold", owner_id=hold_id,
-            params={"amount": amount.amount_minor, "currency": amount.currency},
+            params={"amount": amount.amount_minor, "currency": amount.currency, "expires_at_ms": now_ms() + ttl_ms},
         )
         if state in (intent_states.RESOLVING, intent_states.REVERSED):
             raise reversed_error()
-        expires_at_ms = now_ms() + ttl_ms
+        # A retry after a crash keeps the expiry first sent (the provider replays that hold).
+        intent = await self.intents.get(merchant, reference)
+        expires_at_ms = int(intent.params["expires_at_ms"]) if intent else now_ms() + ttl_ms
         expire_time = timestamp_of(expires_at_ms)
         try:
             reply = await self._gateway.PlaceHold(gateway_pb2.PlaceHoldRequest(

@@ -298,3 +298,20 @@ async def test_reverse_by_client_id_after_a_timeout_that_did_arrive(mesh):
     assert (reply.outcome, reply.amount.amount_minor) == (pb.REVERSAL_OUTCOME_REVERSED, 7_00)
     assert reply.transaction.state == transaction_pb2.TRANSACTION_STATE_REVERSED
     assert await balance_of(mesh, number) == (50_00, 0)
+
+
+async def test_authorize_and_redeem_rerun_after_a_takeover_apply_once(mesh):
+    """What a retry does after the first worker died past the provider call: same ids, same
+    reference, the provider replays, the mesh records are written once."""
+    number = await new_card(mesh, 50_00)
+    logic = servicer(mesh).logic
+    with merchant_context(mesh):
+        holds = [await logic.authorize("demo", "takeover-a", order_id="o", card=card(number), masked="x",
+                                       amount=Money(10_00, "USD"), allow_partial=False, ttl_ms=60_000,
+                                       client_transaction_id="tk-a") for _ in range(2)]
+        redemptions = [await logic.redeem("demo", "takeover-r", order_id="o", card=card(number), masked="x",
+                                          amount=Money(5_00, "USD"), tip=None, partial=False,
+                                          client_transaction_id="tk-r") for _ in range(2)]
+    assert holds[0].hold == holds[1].hold
+    assert redemptions[0].transaction == redemptions[1].transaction
+    assert await balance_of(mesh, number) == (45_00, 10_00)
