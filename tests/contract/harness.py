@@ -35,6 +35,10 @@ class Harness:
     reverse_by_reference: bool = True
     # The vendor path a plain redeem goes to (fault injection targets it).
     redeem_path: str = ""
+    # The vendor holds funds itself (hold_mode native): the merchant's emulation mode is ignored.
+    native_holds: bool = False
+    # A PIN the vendor needs on physical activation (Radial: PAN + PIN + amount); seeded with it.
+    activation_pin: str = ""
 
     def profile(self, base_url: str | None, hold_emulation: str, **extra) -> dict[str, Any]:
         if self.simulator is None:
@@ -60,6 +64,27 @@ HARNESSES: dict[str, Harness] = {
         options={"device_id": "0d373af2942291bf", "clerk_id": "giftcard-mesh"},
         unsupported=frozenset({"allocate", "issue_value", "exchange", "tip"}),
         reverse_by_reference=False, redeem_path="/transaction/gift/debit",
+    ),
+    # Designed wire models (gateway/adapters/README.md). Clutch and SmartClixx replay writes by
+    # their own request handle, so the base would resend a timed-out write and get the first
+    # answer; max_attempts 1 keeps the suite's timeout scenarios about the timeout path (their
+    # own tests cover the replay). SmartClixx redeem = authorization + settlement and nothing
+    # undoes a settlement there ("reverse_settlement" unsupported: those scenarios skip).
+    "radial": Harness(
+        "radial", "radial", credentials={"api_key": "radial-sim-key"}, options={"store_id": "STORE1"},
+        unsupported=frozenset({"exchange", "issue_value", "tip"}),
+        redeem_path="/v1.0/stores/STORE1/storedvalue/Redeem", activation_pin="4321",
+    ),
+    "clutch": Harness(
+        "clutch", "clutch", credentials={"api_key": "clutch-sim-key", "api_secret": "clutch-sim-secret"},
+        options={"brand": "SIMBRAND", "location": "WEB", "terminal": "mesh-1", "max_attempts": 1},
+        unsupported=frozenset({"exchange", "tip", "cash_out"}), redeem_path="/merchant/settlement",
+        native_holds=True,
+    ),
+    "smartclixx": Harness(
+        "smartclixx", "smartclixx", credentials={"api_key": "smartclixx-sim-key"}, options={"max_attempts": 1},
+        unsupported=frozenset({"exchange", "issue_value", "tip", "cash_out", "credit", "reverse_settlement"}),
+        redeem_path="/api/v1/settlements", native_holds=True,
     ),
 }
 

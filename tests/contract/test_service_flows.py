@@ -50,6 +50,8 @@ async def test_authorize_then_reverse_the_authorization_restores_the_card(env, m
 
 
 async def test_redeem_then_void_restores_the_card(env):
+    if "reverse_settlement" in env.harness.unsupported:
+        pytest.skip(f"{env.vendor} cannot undo a settled redemption")
     number = await env.ledger.seed("shadow", 50_00)
     redeemed = await call(env, "authorization", "Redeem", apb.RedeemRequest(
         request_id=rid(), order_id="o-3", card=card(number), amount=usd(12_00)), "shadow")
