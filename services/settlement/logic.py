@@ -50,7 +50,8 @@ SCHEDULED, DONE = "scheduled", "done"
 _HOLD_REFUSALS = (HOLD_EXPIRED, HOLD_NOT_OPEN, AMOUNT_EXCEEDS_OPEN, HOLD_NOT_FOUND)
 # A chain of advanced holds longer than this is a bug, not an order.
 _MAX_CHAIN = 1000
-# A batch stops claiming items when less than this is left of its deadline.
+# A batch stops claiming items when less than this (at most a quarter of a lease) is left of its
+# deadline.
 _CLAIM_MARGIN_SECONDS = 2.0
 
 
@@ -243,12 +244,13 @@ class SettlementLogic:
         one provider call each. Returns the items in the order they were finished."""
         results: list[dict] = []
         budget = [max_items]
+        margin = min(_CLAIM_MARGIN_SECONDS, self.limits.lease_ms / 4000)
         next_bucket = [0]
 
         async def claim_next() -> Claimed | None:
             for _ in range(INDEX_BUCKETS):
                 # Nothing new once the run's deadline is near: what is claimed gets finished.
-                if budget[0] <= 0 or current_call().remaining() < _CLAIM_MARGIN_SECONDS:
+                if budget[0] <= 0 or current_call().remaining() < margin:
                     return None
                 bucket = next_bucket[0]
                 next_bucket[0] = (bucket + 1) % INDEX_BUCKETS
@@ -266,10 +268,11 @@ class SettlementLogic:
                     return
                 try:
                     results.append(await self.settle(merchant, claim))
-                except MeshError as error:
-                    # A transient failure of our own records or the hold: the lease runs out and
-                    # the item is taken again.
-                    log.warning("settlement item not finished; will retry", extra={"reason": error.reason})
+                except Exception as error:  # noqa: BLE001 - one item must not stop the batch
+                    # A transient failure (Redis, a release at the provider): the item's lease
+                    # runs out and it is taken again, every step a replay.
+                    log.warning("settlement item not finished; will retry", extra={
+                        "reason": getattr(error, "reason", type(error).__name__)})
                     self._count("captures", "retried")
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(self.limits.concurrency, max_items)))))
