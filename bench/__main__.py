@@ -18,12 +18,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="directory for latest.json and latest.md (default: bench/results)")
     parser.add_argument("--duration", type=float, help="measured seconds per scenario (overrides the profile)")
     parser.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these mesh scenarios")
+    parser.add_argument("--cards", type=int, help="cards to spread load over (full: 1000)")
+    parser.add_argument("--holds", type=int, help="open holds for the Redis memory figure (full: 100000)")
+    parser.add_argument("--rss-seconds", type=float, help="length of the RSS-over-time run (full: 60; 0 skips it)")
     args = parser.parse_args(argv)
     # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so every started process is stopped.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     profile = SMOKE if args.smoke else FULL
     if args.duration:
         profile.load.duration = args.duration
+    if args.cards:
+        profile.cards = args.cards
+    if args.holds:
+        profile.memory_holds = args.holds
+    if args.rss_seconds is not None:
+        profile.rss_seconds = args.rss_seconds or None
     results = Bench(profile, args.out, set(args.only) if args.only else None).run()
     json_path, md_path = report.write(results, args.out)
     print(report.table(results))

@@ -162,6 +162,8 @@ class RedisServer:
             "total_commands": info["total_commands_processed"],
             "commands": commands,
             "used_memory": info["used_memory"],
+            # Without client buffers, AOF buffer and other overhead: what the data itself takes.
+            "used_memory_dataset": info["used_memory_dataset"],
         }
 
     def stop(self) -> None:

@@ -180,11 +180,12 @@ def markdown(results: dict) -> str:
     if memory:
         out += ["", "## Memory", "",
                 f"- Redis: {memory['holds']} open holds on {memory['cards']} cards: used_memory +{memory['used_memory_delta_bytes']} B "
-                f"= {memory['bytes_per_hold']:.0f} B per hold ({memory['method']})."]
+                f"= {memory['bytes_per_hold']:.0f} B per hold ({_f(memory.get('dataset_bytes_per_hold'), 0)} B of it "
+                f"dataset, i.e. without allocator/buffer overhead) ({memory['method']})."]
         for key, data in results["scenarios"].items():
             if data.get("redis_bytes_per_call") is not None and data["status"] == "ok":
-                out.append(f"- {key}: Redis used_memory grows {data['redis_bytes_per_call']:.0f} B per call "
-                           "(every record the call leaves: idempotency record, ledger entries, ...)")
+                out.append(f"- {key}: Redis used_memory_dataset grows {data['redis_bytes_per_call']:.0f} B per call "
+                           "(everything the call leaves: idempotency record, mesh records, ledger entries)")
     rss = results.get("rss_over_time")
     if rss:
         out.append(f"- Server RSS over {rss['seconds']:g} s of {rss['scenario']} (MB, one sample per second): {rss.get('samples_mb')}")

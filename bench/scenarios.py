@@ -347,7 +347,8 @@ class Runner:
         outcome.redis_commands_per_call = (after.redis["total_commands"] - before.redis["total_commands"]) / calls
         evalsha = sum(after.redis["commands"].get(c, 0) - before.redis["commands"].get(c, 0) for c in ("evalsha", "eval"))
         outcome.evalsha_per_call = evalsha / calls
-        outcome.redis_bytes_per_call = (after.redis["used_memory"] - before.redis["used_memory"]) / max(ok_calls, 1.0)
+        outcome.redis_bytes_per_call = (
+            after.redis["used_memory_dataset"] - before.redis["used_memory_dataset"]) / max(ok_calls, 1.0)
 
     def rss(self, pids: list[int]) -> list[float]:
         return [round(rss_bytes(pid) / 2**20, 1) for pid in pids]
