@@ -28,6 +28,7 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_BATCH_ITEMS = 10_000
 MAX_REASON_LENGTH = 256
+MAX_SCHEDULE_AHEAD_MS = 400 * 24 * 3600 * 1000
 
 _SETTLEMENT_STATE = {
     states.QUEUED: pb.SETTLEMENT_STATE_QUEUED,
@@ -135,7 +136,11 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                                 allowed_currencies=self._settings.merchants[merchant].currencies)
         if len(request.reason) > MAX_REASON_LENGTH or not request.reason.isprintable():
             raise invalid_argument("reason", f"reason must be printable and at most {MAX_REASON_LENGTH} characters")
-        run_ms = request.run_time.ToMilliseconds() if request.HasField("run_time") else now_ms()
+        run_ms = now_ms()
+        if request.HasField("run_time"):
+            run_ms = request.run_time.ToMilliseconds()
+            if not 0 <= run_ms <= now_ms() + MAX_SCHEDULE_AHEAD_MS:
+                raise invalid_argument("run_time", "run_time must be after 1970 and at most 400 days ahead")
 
         async def handle() -> pb.ScheduleReversalResponse:
             item = await self.logic.schedule_reversal(

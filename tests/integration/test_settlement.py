@@ -396,6 +396,10 @@ async def test_schedule_reversal_validates_its_input(mesh):
     code, _, _ = await fails(mesh, "ScheduleReversal", pb.ScheduleReversalRequest(
         request_id=rid(), hold_id=hold.hold_id, reason="x" * 300))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    far = timestamp_pb2.Timestamp(seconds=253402300799)  # 9999-12-31
+    code, _, _ = await fails(mesh, "ScheduleReversal", pb.ScheduleReversalRequest(
+        request_id=rid(), hold_id=hold.hold_id, run_time=far))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_a_reversal_for_more_than_is_open_fails_and_moves_nothing(mesh):
