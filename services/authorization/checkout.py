@@ -169,7 +169,9 @@ class CheckoutFlow:
                 return await self.compensate(merchant, checkout_id)
 
         for index, (card, masked, amount) in enumerate(tenders):
-            await self._write_record(merchant, order_id, checkout_id, plan[index], card, amount, authorize, expires_at_ms)
+            await self._write_record(
+                merchant, order_id, checkout_id, plan[index], card, amount, authorize, expires_at_ms
+            )
         response = self._response(checkout_id, APPROVED, plan)
         done, current = await self._store.set_state(
             merchant, checkout_id, (IN_PROGRESS,), APPROVED, response=response.SerializeToString()
@@ -249,7 +251,8 @@ class CheckoutFlow:
                     tender["reason"] = "CHECKOUT_DECLINED" if tender["state"] == "approved" else "INTERRUPTED"
                 tender["state"] = "voided" if applied else "not_applied"
                 await self._store.tender(merchant, checkout_id, index, tender, COMPENSATING)
-                await self._mirror_reversal(merchant, tender, authorize, reply.result.amount.amount_minor if applied else 0)
+                moved = reply.result.amount.amount_minor if applied else 0
+                await self._mirror_reversal(merchant, tender, authorize, moved)
         response = self._response(checkout_id, DECLINED, plan)
         done, current = await self._store.set_state(
             merchant, checkout_id, (COMPENSATING,), DECLINED, response=response.SerializeToString()
@@ -307,7 +310,8 @@ class CheckoutFlow:
             outcome=pb.CHECKOUT_OUTCOME_APPROVED if approved else pb.CHECKOUT_OUTCOME_DECLINED,
             tenders=[
                 pb.TenderResult(
-                    index=index, masked_number=t["masked"], state=_TENDER_STATE.get(t["state"], pb.TENDER_STATE_DECLINED),
+                    index=index, masked_number=t["masked"],
+                    state=_TENDER_STATE.get(t["state"], pb.TENDER_STATE_DECLINED),
                     amount=money_pb(t["moved"] if t["state"] in ("approved", "voided") else t["amount"], t["currency"]),
                     reference_id=t["record_id"] if t["state"] in ("approved", "voided") else "",
                     reason=t.get("reason", "") if t["state"] != "approved" else "",

@@ -135,7 +135,9 @@ class AuthorizationLogic:
             currency=result.amount.currency_code or amount.currency, authorized=result.amount.amount_minor,
             expires_at_ms=expires_at_ms, client_transaction_id=client_transaction_id, reference_id=reference,
         )
-        done, current = await self.intents.finish(merchant, reference, intent_states.DONE, (intent_states.PENDING, intent_states.DONE))
+        done, _ = await self.intents.finish(
+            merchant, reference, intent_states.DONE, (intent_states.PENDING, intent_states.DONE)
+        )
         if not done:
             # The resolver took this intent while the provider call ran: it reverses the hold.
             await self._close_hold_record(merchant, hold_id, reference)
@@ -157,7 +159,8 @@ class AuthorizationLogic:
                                         None if amount is None else amount.amount_minor)
         except MeshError as error:
             if error.reason == AMOUNT_EXCEEDS_OPEN:
-                error.message = f"release exceeds the hold's open amount ({error.metadata.get('open_minor', '?')} minor units)"
+                open_minor = error.metadata.get("open_minor", "?")
+                error.message = f"release exceeds the hold's open amount ({open_minor} minor units)"
             raise
         if op.state == "done":
             return await self.holds.get(merchant, hold_id), Money(op.moved, hold.currency)
@@ -241,7 +244,9 @@ class AuthorizationLogic:
         )
         if not moved and current != txn_states.APPROVED:
             raise reversed_error()  # reversed by client id while the provider call ran
-        done, _ = await self.intents.finish(merchant, reference, intent_states.DONE, (intent_states.PENDING, intent_states.DONE))
+        done, _ = await self.intents.finish(
+            merchant, reference, intent_states.DONE, (intent_states.PENDING, intent_states.DONE)
+        )
         if not done:
             raise reversed_error()  # the resolver is reversing it
         return Redemption(await self.transactions.get(merchant, transaction_id), requested, partial)
@@ -342,7 +347,8 @@ class AuthorizationLogic:
                 original_reference_id=reference,
             ))
         amount = reply.result.amount
-        return Reversal(reply.reversed, Money(amount.amount_minor, amount.currency_code) if amount.currency_code else None)
+        moved = Money(amount.amount_minor, amount.currency_code) if amount.currency_code else None
+        return Reversal(reply.reversed, moved)
 
     # -- resolver -------------------------------------------------------------------------------
 

@@ -211,7 +211,8 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServiceServicer)
             raise invalid_argument("tenders", "at least one gift card tender is required")
         if len(request.tenders) > MAX_TENDERS:
             raise invalid_argument("tenders", f"at most {MAX_TENDERS} gift card tenders")
-        if request.action not in (pb.CHECKOUT_ACTION_UNSPECIFIED, pb.CHECKOUT_ACTION_REDEEM, pb.CHECKOUT_ACTION_AUTHORIZE):
+        known_actions = (pb.CHECKOUT_ACTION_UNSPECIFIED, pb.CHECKOUT_ACTION_REDEEM, pb.CHECKOUT_ACTION_AUTHORIZE)
+        if request.action not in known_actions:
             raise invalid_argument("action", "unknown checkout action")
         tenders = []
         for index, tender in enumerate(request.tenders):
