@@ -88,9 +88,9 @@ async def test_metrics_endpoint_exposes_every_named_series_after_a_workload(mesh
     ledger = mesh.runtimes[0].providers.native_ledger
     later = time.time_ns() // 1_000_000 + 3_600_000
     await ledger.hold("demo", CARD_100, 1234, "USD", allow_partial=False, expires_at_ms=later, client_txn_id="h-1")
-    await ledger.hold("demo", CARD_100, 100, "USD", allow_partial=False,
-                      expires_at_ms=time.time_ns() // 1_000_000 + 50, client_txn_id="h-2")
-    await asyncio.sleep(0.1)
+    soon = time.time_ns() // 1_000_000 + 1000
+    await ledger.hold("demo", CARD_100, 100, "USD", allow_partial=False, expires_at_ms=soon, client_txn_id="h-2")
+    await asyncio.sleep(max(0.0, soon / 1000 - time.time()) + 0.1)
     mesh.runtimes[0].telemetry.providers.set_breaker_state("native", "closed")
 
     found = await scrape(mesh)
