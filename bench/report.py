@@ -24,25 +24,22 @@ def _ratio(value, base) -> float | None:
     return value / base if value and base else None
 
 
+SCENARIO_KEYS = ("rps", "ratio_to_echo", "p50_ms", "p99_ms", "redis_round_trips_per_call")
+
+
 def public_json(results: dict) -> dict:
-    """The issue's shape first; everything else measured goes under `detail`."""
-    scenarios = {}
-    for key, data in results["scenarios"].items():
-        scenarios[key] = {
-            "rps": data.get("rps"),
-            "ratio_to_echo": data.get("ratio_to_echo"),
-            "p50_ms": data.get("p50_ms"),
-            "p99_ms": data.get("p99_ms"),
-            "redis_round_trips_per_call": data.get("redis_round_trips_per_call"),
-            "status": data["status"],
-            "generator": data["generator"],
-            "detail": data.get("detail", ""),
-        }
+    """Exactly the issue's shape first (each scenario has only the five numbers; null when the
+    scenario did not run), then what else was measured: `status` (ok / missing / failed, with the
+    reason), `generator` per scenario, and everything else under `detail`."""
+    scenarios = {key: {name: data.get(name) for name in SCENARIO_KEYS} for key, data in results["scenarios"].items()}
     return {
         "echo_rps": results["echo_rps"],
         "scenarios": scenarios,
         "scaling_n2_over_n1": results.get("scaling_n2_over_n1"),
         "tracing_cost": results.get("tracing_cost", {"off": 0.0, "sampled_10pct": None, "full": None}),
+        "status": {key: {"status": data["status"], "detail": data.get("detail", "")}
+                   for key, data in results["scenarios"].items()},
+        "generator": {key: data["generator"] for key, data in results["scenarios"].items()},
         "detail": {k: v for k, v in results.items() if k not in ("echo_rps", "scaling_n2_over_n1", "tracing_cost")},
     }
 
@@ -153,6 +150,10 @@ def markdown(results: dict) -> str:
                        f"p99 {_f(data.get('p99_ms'))} ms, server CPU {_f(data.get('server_cpu_ms_per_call'), 3)} ms/call "
                        f"({data.get('generator')})")
     out.append(f"- baseline used for the ratios: the highest h2load figure, {results['echo_rps']:.0f} rps")
+    runs = [v["rps"] for k, v in results["echo"].items() if k.startswith("h2load_") and isinstance(v, dict) and v.get("rps")]
+    if len(runs) > 1:
+        out.append(f"- noise: the same echo run drifted {100 * (max(runs) - min(runs)) / max(runs):.0f}% between the "
+                   "start and the end of this run (the machine is shared)")
     out += ["", "## Targets (issue 9)", "", "| target | measured | verdict |", "|---|---|---|"]
     out += [f"| {a} | {b} | {c} |" for a, b, c in targets(results)]
     out += ["", "## Redis commands per call (client side, from MONITOR)", ""]

@@ -42,17 +42,20 @@ def test_smoke_run_reports_every_scenario_in_both_modes_with_positive_numbers(re
     data, _ = report
     assert _positive_float(data["echo_rps"])
     assert set(data["scenarios"]) == {f"{m}/{s}" for m in MODES for s in SCENARIOS}
+    assert set(data["status"]) == set(data["scenarios"]) == set(data["generator"])
     for key, scenario in data["scenarios"].items():
-        assert set(SCENARIO_NUMBERS) <= set(scenario), key
+        assert set(scenario) == set(SCENARIO_NUMBERS), key
+        status = data["status"][key]
+        assert data["generator"][key] in ("h2load", "grpcio-futures"), key
         # An RPC still answering UNIMPLEMENTED is recorded as missing, never with numbers;
         # anything that exists must run cleanly (a failure here means the bench's requests rotted).
-        assert scenario["status"] in ("ok", "missing"), f"{key}: {scenario['detail']}"
-        if scenario["status"] == "ok":
+        assert status["status"] in ("ok", "missing"), f"{key}: {status['detail']}"
+        if status["status"] == "ok":
             for name in SCENARIO_NUMBERS:
                 assert _positive_float(scenario[name]), f"{key}.{name} = {scenario[name]!r}"
         else:
             assert all(scenario[name] is None for name in SCENARIO_NUMBERS), key
-            assert "UNIMPLEMENTED" in scenario["detail"] or "needs" in scenario["detail"], key
+            assert "UNIMPLEMENTED" in status["detail"] or "needs" in status["detail"], key
 
 
 def test_smoke_run_reports_scaling_and_tracing_cost(report):
