@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind
 from giftcard.balance.v1 import balance_pb2, balance_pb2_grpc
 from giftcard.type.v1 import card_pb2
 from mesh.runtime import MeshRuntime
+from common.auth import key_digest
 from tests.support.mesh import auth, mesh_settings
 
 CARD = "6035710000000002"  # the demo card with a PIN
@@ -120,3 +121,69 @@ async def test_w3c_traceparent_from_the_caller_is_honoured(separate):
     assert format(server[0].parent.span_id, "016x") == parent
     assert {format(s.context.trace_id, "032x") for s in spans} == {sampled}
     assert len(spans) >= 5  # balance server, gateway client + server, provider, redis
+
+
+async def test_a_vendor_balance_is_one_trace_down_to_the_vendor_http_call(redis_client, redis_url):
+    """Separate mode with a merchant on the Paytronix simulator (a real HTTP server): the vendor
+    HTTP client spans hang under the provider span of the same trace, with no card data."""
+    from gateway.simulators import start_simulator
+    from tests.contract.harness import HARNESSES
+
+    harness = HARNESSES["paytronix"]
+    simulator = start_simulator("paytronix")
+    number = "6035719900000042"
+    httpx_post(f"{simulator.base_url}/_sim/cards", {"number": number, "balance": "12.34", "status": "active"})
+    merchants = {"vend": {"api_key_sha256": [key_digest("vend-key")], "currencies": ["USD"],
+                          "providers": [harness.profile(simulator.base_url, "shadow")]}}
+    exporter = InMemorySpanExporter()
+    telemetry = {"trace_sample_ratio": 1.0}
+    gateway = MeshRuntime(mesh_settings(redis_url, telemetry=telemetry, merchants=merchants), ["gateway"],
+                          span_exporters=[exporter])
+    await gateway.start()
+    balance = MeshRuntime(
+        mesh_settings(redis_url, telemetry=telemetry, merchants=merchants,
+                      endpoints={"gateway": f"127.0.0.1:{gateway.port}"}),
+        ["balance"], span_exporters=[exporter],
+    )
+    await balance.start()
+    try:
+        gateway.tracer_provider.force_flush()
+        exporter.clear()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{balance.port}") as channel:
+            reply = await balance_pb2_grpc.BalanceServiceStub(channel).GetBalance(
+                balance_pb2.GetBalanceRequest(card=card_pb2.CardRef(card_number=number)),
+                metadata=auth("vend-key"), timeout=10,
+            )
+        assert (reply.provider, reply.balance.amount_minor) == ("paytronix", 1234)
+        for runtime in (balance, gateway):
+            runtime.tracer_provider.force_flush()
+    finally:
+        await balance.stop(grace=0)
+        await gateway.stop(grace=0)
+        simulator.stop()
+
+    spans = exporter.get_finished_spans()
+    by_id = {s.context.span_id: s for s in spans}
+    [provider] = [s for s in spans if s.name == "provider paytronix.balance"]
+    http_spans = [s for s in spans if s.kind == SpanKind.CLIENT and s.name.split()[0] in ("POST", "GET")]
+    assert http_spans, [s.name for s in spans]
+    assert {s.context.trace_id for s in spans} == {provider.context.trace_id}
+
+    def ancestors(span):
+        while span.parent is not None and span.parent.span_id in by_id:
+            span = by_id[span.parent.span_id]
+            yield span
+
+    for http_span in http_spans:
+        assert provider in list(ancestors(http_span))
+    root = [s for s in spans if s.parent is None]
+    assert len(root) == 1 and "BalanceService/GetBalance" in root[0].name
+    for span in spans:
+        for key, value in span.attributes.items():
+            assert number not in str(value) and number[6:12] not in str(value), (span.name, key)
+
+
+def httpx_post(url: str, body: dict) -> None:
+    import httpx
+
+    httpx.post(url, json=body, timeout=5).raise_for_status()
