@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from common.telemetry import MeshMetrics
+from common.telemetry import MeshMetrics, SettlementMetrics
 
 DASHBOARD = Path(__file__).parents[2] / "helm" / "giftcard" / "dashboards" / "giftcard-mesh.json"
 
@@ -16,6 +16,7 @@ DASHBOARD = Path(__file__).parents[2] / "helm" / "giftcard" / "dashboards" / "gi
 def exported_series() -> set[str]:
     registry = CollectorRegistry()
     MeshMetrics(registry)
+    SettlementMetrics(registry)
     names = set()
     for family in registry.collect():
         if family.type == "counter":

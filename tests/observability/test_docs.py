@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from common.config import MerchantSettings, ProviderProfile, Settings
-from common.telemetry import MeshMetrics
+from common.telemetry import MeshMetrics, SettlementMetrics
 
 DOC = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
 
@@ -49,6 +49,7 @@ def test_every_config_key_is_documented():
 def test_every_metric_family_is_documented():
     registry = CollectorRegistry()
     MeshMetrics(registry)
+    SettlementMetrics(registry)
     names = []
     for family in registry.collect():
         names.append(family.name + ("_total" if family.type == "counter" else ""))
