@@ -23,7 +23,7 @@ from common.auth import ApiKeyStore
 from common.config import MerchantSettings, ProviderProfile, Settings
 from common.errors import MeshError
 from common.redis_client import create_redis
-from mesh.admin_sources import create_sync_redis, iter_native_cards, open_native_holds
+from mesh.admin_sources import create_sync_redis, open_native_holds
 
 OK, FAILED = 0, 1
 
@@ -236,56 +236,28 @@ def holds_list(settings: Settings, io: Io, *, merchant: str | None, as_json: boo
 
 # -- audit ------------------------------------------------------------------------------------
 
-def audit(settings: Settings, io: Io, *, merchant: str | None, progress_every: int = 1000) -> int:
-    """Every native card: history deltas sum to the balance, balance >= 0, 0 <= held <= balance,
-    held equals the open amount of its open holds. Exit 1 if any card breaks one."""
+def audit(settings: Settings, io: Io, *, merchant: str | None, progress_every: int = 1000,
+          intent_grace_seconds: float = 300) -> int:
+    """The money audit of mesh/audit.py: native cards (history sums to the balance, balance >= 0,
+    0 <= held <= balance, held equals its open holds) and the mesh's hold, redemption, refund and
+    intent records. Exit 1 if anything breaks an invariant."""
+    from mesh.audit import LedgerAudit
+
+    def progress(cards: int, violations: int) -> None:
+        if progress_every and cards % progress_every == 0:
+            io.note(f"audited {cards} cards, {violations} violation(s) so far")
+
     client = create_sync_redis(settings.redis)
-    cards = violations = 0
     try:
-        for card_merchant, prefix in iter_native_cards(client, merchant):
-            cards += 1
-            for problem in _audit_card(client, prefix):
-                violations += 1
-                masked = _text(client.hget(prefix + ":card", "masked") or b"?")
-                io.say(f"VIOLATION {card_merchant} {masked}: {problem}")
-            if progress_every and cards % progress_every == 0:
-                io.note(f"audited {cards} cards, {violations} violation(s) so far")
+        report = LedgerAudit(client, merchant=merchant, intent_grace_seconds=intent_grace_seconds,
+                             on_card=progress).run()
     finally:
         client.close()
-    io.say(f"audited {cards} card(s): {violations} violation(s)")
-    return FAILED if violations else OK
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _audit_card(client, prefix: str) -> list[str]:
-    pipe = client.pipeline(transaction=False)
-    pipe.hmget(prefix + ":card", "balance", "held")
-    pipe.lrange(prefix + ":history", 0, -1)
-    pipe.hvals(prefix + ":holds")
-    (balance_raw, held_raw), history, holds = pipe.execute()
-    problems = []
-    try:
-        balance, held = int(balance_raw), int(held_raw or 0)
-    except (TypeError, ValueError):
-        return ["card record has no numeric balance/held"]
-    total = sum(int(json.loads(entry).get("amount_minor", 0)) for entry in history)
-    if total != balance:
-        problems.append(f"history sums to {total}, balance is {balance}")
-    if balance < 0:
-        problems.append(f"negative balance {balance}")
-    if not 0 <= held <= max(balance, 0):
-        problems.append(f"held {held} outside 0..balance ({balance})")
-    open_total = 0
-    for raw in holds:
-        hold = json.loads(raw)
-        if hold.get("state") == "open":
-            open_total += int(hold["amount_minor"]) - int(hold.get("captured_minor", 0)) - int(hold.get("released_minor", 0))
-    if open_total != held:
-        problems.append(f"open holds total {open_total}, held is {held}")
-    return problems
+    for violation in report.violations:
+        io.say(str(violation))
+    io.note(report.summary())
+    io.say(f"audited {report.counts['cards']} card(s): {len(report.violations)} violation(s)")
+    return FAILED if report.violations else OK
 
 
 # -- jobs -------------------------------------------------------------------------------------
