@@ -236,3 +236,24 @@ async def test_reversal_by_reference_first_blocks_a_later_redeem_under_it(sim, c
         await provider.redeem("m", "ref-late", card, USD(500), tip=None, allow_partial=False)
     assert caught.value.reason == "TRANSACTION_REVERSED"
     assert _sim_balance(sim) == "25.00" and not [t for t in _transactions(sim) if t["kind"] == "Redeem"]
+
+
+async def test_debug_transcripts_never_show_card_number_pin_or_claim_link(sim, caplog):
+    import logging
+
+    httpx.post(f"{sim.base_url}/_sim/reset")
+    adapter = radial.build(_profile(sim, "CLAIM"))
+    plain = radial.build(_profile(sim))
+    caplog.set_level(logging.DEBUG, logger="giftcard.gateway.radial")
+    try:
+        linked = await adapter.allocate("m", "alloc-log-1", "EGIFT", USD(1000))
+        issued = await plain.allocate("m", "alloc-log-2", "EGIFT", USD(1000))
+        await plain.redeem("m", "rd-log", CardId("card_number", issued.card_number, pin=issued.pin), USD(100),
+                           tip=None, allow_partial=False)
+    finally:
+        await adapter.aclose()
+        await plain.aclose()
+    text = caplog.text
+    assert "vendor request" in text and "vendor reply" in text
+    for secret in (linked.proxy_number, linked.claim_url, issued.card_number, f'"{issued.pin}"'):
+        assert secret not in text
