@@ -33,6 +33,10 @@ NOTHING_TO_FUND = "NOTHING_TO_FUND"
 NEW_CARD, FUND_EXISTING = "NEW_CARD", "FUND_EXISTING"
 
 
+def _transient(error: MeshError) -> bool:
+    return error.retryable or error.code in TRANSIENT_CODES
+
+
 def money_pb(money: Money) -> money_pb2.Money:
     return money_pb2.Money(amount_minor=money.amount_minor, currency_code=money.currency)
 
@@ -183,19 +187,36 @@ class RefundLogic:
             raise invalid_argument("amount", "amount is required when no old card is cashed out")
         if not program_id and amount is not None:
             raise invalid_argument("program_id", "program_id is required to put an amount on a new card")
+        cash_out = None
         if old_card is not None:
             await self._check_old_card(old_card, amount, fund_new=bool(program_id))
-            reply = await self._gateway.CashOut(
+            cash_out = (await self._gateway.CashOut(
                 gateway_pb2.CashOutRequest(reference_id=f"r2c.{request_id}.cashout", card=old_card)
-            )
-            cashed_out = Money(reply.result.amount.amount_minor, reply.result.amount.currency_code)
-            masked = reply.result.masked_number
+            )).result
+            cashed_out = Money(cash_out.amount.amount_minor, cash_out.amount.currency_code)
+            masked = cash_out.masked_number
         else:
             cashed_out = Money(0, amount.currency)
             masked = ""
         if not program_id:  # cancellation of a gift card purchase
             return CardToCardResult(NEW_CARD, cashed_out, Money(0, cashed_out.currency), masked)
+        try:
+            return await self._issue_new_card(settings, request_id, amount, cashed_out, program_id)
+        except MeshError as error:
+            if cash_out is not None and not _transient(error):
+                # A final refusal (unknown program, balance limit...) must not strand the old
+                # card's value: undo the cash-out, then report the refusal. Transient failures
+                # leave it cashed out: the client's retry resumes and issues the new card.
+                await self._gateway.Reverse(gateway_pb2.ReverseRequest(
+                    reference_id=f"r2c.{request_id}.undo-cashout", card=old_card,
+                    provider_transaction_id=cash_out.provider_transaction_id,
+                ))
+            raise
 
+    async def _issue_new_card(
+        self, settings: MerchantSettings, request_id: str, amount: Money | None, cashed_out: Money,
+        program_id: str,
+    ) -> CardToCardResult:
         currency = amount.currency if amount is not None else cashed_out.currency
         funded = Money(cashed_out.amount_minor + (amount.amount_minor if amount else 0), currency)
         if funded.amount_minor <= 0:

@@ -531,8 +531,20 @@ async def test_reversing_a_credit_already_spent_is_refused(ledger):
 async def test_reverse_refuses_unknown_and_irreversible_transactions(ledger):
     await active_card(ledger, balance=1_000)
     await refused(ledger.reverse(M, CARD, transaction_id="t_unknown"), TRANSACTION_NOT_FOUND)
+    redeem = await ledger.redeem(M, CARD, 400, "USD", partial=False, client_txn_id="r1")
+    reversal = await ledger.reverse(M, CARD, transaction_id=redeem.transaction_id)
+    await refused(ledger.reverse(M, CARD, transaction_id=reversal.transaction_id), TRANSACTION_NOT_REVERSIBLE)
+
+
+async def test_reversing_a_cash_out_gives_the_value_back_and_reactivates_the_card(ledger):
+    await active_card(ledger, balance=1_000)
     cash_out = await ledger.cash_out(M, CARD, client_txn_id="co")
-    await refused(ledger.reverse(M, CARD, transaction_id=cash_out.transaction_id), TRANSACTION_NOT_REVERSIBLE)
+    reversal = await ledger.reverse(M, CARD, transaction_id=cash_out.transaction_id)
+    assert (reversal.amount_minor, reversal.balance_minor) == (1_000, 1_000)
+    assert (await ledger.get_card(M, CARD)).status == "active"
+    again = await ledger.reverse(M, CARD, transaction_id=cash_out.transaction_id)
+    assert again.transaction_id == reversal.transaction_id and again.balance_minor == 1_000
+    assert await balance_of(ledger) == (1_000, 0)
 
 
 async def test_reversing_a_redeem_on_a_cashed_out_card_is_refused(ledger):

@@ -1,4 +1,5 @@
--- reverse.lua: undo one transaction (redeem, capture, credit, activation load, hold) exactly once,
+-- reverse.lua: undo one transaction (redeem, capture, credit, activation load, hold, cash-out)
+-- exactly once,
 -- or, when the original never arrived, leave a tombstone so that it is refused if it arrives later.
 -- KEYS: the seven card keys (see lib.lua).
 -- ARGV: header (lib.lua; client_txn_id = "": a reversal has no key of its own, it is idempotent
@@ -12,7 +13,9 @@
 --   deactivated card), INSUFFICIENT_FUNDS (a credited amount already spent or held).
 -- Invariant: a transaction is reversed at most once; balance >= 0 and held <= balance still hold.
 
-local REVERSIBLE = {activate = true, redeem = true, reload = true, refund = true, capture = true, hold = true}
+local REVERSIBLE = {
+  activate = true, redeem = true, reload = true, refund = true, capture = true, hold = true, cash_out = true,
+}
 
 local c = load_card()
 local target = ARGV[10]
@@ -83,6 +86,14 @@ elseif rec.kind == "hold" then
     save_hold(h)
   end
   c.held = c.held - amount
+elseif rec.kind == "cash_out" then
+  -- Compensation when what followed a cash-out failed (e.g. the new card of a refund could not be
+  -- issued): the value goes back and the card is usable again. Only while nothing else happened.
+  if c.status ~= "deactivated" or c.balance ~= 0 then
+    fail("TRANSACTION_NOT_REVERSIBLE", "the card changed since it was cashed out", {status = c.status})
+  end
+  delta = amount
+  c.status = "active"
 else
   -- activate / reload / refund: take the credited value back off the card.
   local available = c.balance - c.held
