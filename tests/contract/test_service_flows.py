@@ -57,6 +57,8 @@ async def test_redeem_then_void_restores_the_card(env):
         request_id=rid(), order_id="o-3", card=card(number), amount=usd(12_00)), "shadow")
     assert redeemed.redeemed.amount_minor == 12_00
     assert await env.ledger.balance("shadow", number) == 38_00
+    if "reverse_settlement" in env.harness.unsupported:
+        return  # a settled redemption cannot be undone at this vendor (contract test covers it)
     voided = await call(env, "authorization", "VoidRedemption", apb.VoidRedemptionRequest(
         request_id=rid(), transaction_id=redeemed.transaction.transaction_id), "shadow")
     assert voided.credited.amount_minor == 12_00
