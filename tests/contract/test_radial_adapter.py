@@ -257,3 +257,41 @@ async def test_debug_transcripts_never_show_card_number_pin_or_claim_link(sim, c
     assert "vendor request" in text and "vendor reply" in text
     for secret in (linked.proxy_number, linked.claim_url, issued.card_number, f'"{issued.pin}"'):
         assert secret not in text
+
+
+async def test_activation_and_cash_out_retried_after_a_lost_reply_are_replays_not_errors(sim, provider):
+    httpx.post(f"{sim.base_url}/_sim/reset")
+    httpx.post(f"{sim.base_url}/_sim/cards", json={"number": "6006003333333334", "balance": "0.00", "pin": "4321", "status": "inactive"})
+    card = CardId("card_number", "6006003333333334", pin="4321")
+    provider._client.http.client.headers["X-Sim-Fault"] = "reset-after"
+    try:
+        with pytest.raises(MeshError):
+            await provider.activate("m", "act-lost", card, USD(3000), promo_code="")
+    finally:
+        del provider._client.http.client.headers["X-Sim-Fault"]
+    again = await provider.activate("m", "act-lost", card, USD(3000), promo_code="")
+    assert (again.replayed, again.amount, again.balance) == (True, USD(3000), USD(3000))
+    provider._client.http.client.headers["X-Sim-Fault"] = "reset-after"
+    try:
+        with pytest.raises(MeshError):
+            await provider.cash_out("m", "cash-lost", card)
+    finally:
+        del provider._client.http.client.headers["X-Sim-Fault"]
+    cashed = await provider.cash_out("m", "cash-lost", card)
+    assert (cashed.replayed, cashed.status, cashed.balance) == (True, DEACTIVATED, USD(0))
+    kinds = [t["kind"] for t in _transactions(sim)]
+    assert kinds.count("FundAndActivate") == 1 and kinds.count("CashOut") == 1
+
+
+async def test_activation_whose_first_attempt_never_applied_is_sent_again(sim, provider):
+    httpx.post(f"{sim.base_url}/_sim/reset")
+    httpx.post(f"{sim.base_url}/_sim/cards", json={"number": "6006004444444443", "balance": "0.00", "pin": "4321", "status": "inactive"})
+    card = CardId("card_number", "6006004444444443", pin="4321")
+    httpx.post(f"{sim.base_url}/_sim/faults", json={"fault": "vendor-timeout", "path": "/v1.0/stores/STORE1/storedvalue/FundAndActivate", "count": 10})
+    try:
+        with pytest.raises(MeshError):
+            await provider.activate("m", "act-spent", card, USD(1000), promo_code="")
+    finally:
+        httpx.delete(f"{sim.base_url}/_sim/faults")
+    done = await provider.activate("m", "act-spent", card, USD(1000), promo_code="")
+    assert (done.replayed, done.amount, done.balance) == (False, USD(1000), USD(1000))

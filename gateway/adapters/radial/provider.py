@@ -13,7 +13,9 @@ Mapping (every choice the document leaves open is in gateway/adapters/README.md)
 - `DuplicateRequestId` on a redeem's first RequestId means an earlier call with this reference
   reached Radial and its answer was lost: every open redemption under the reference is voided
   first, then the redeem is sent again under a new RequestId (exactly one ends up applied).
-  Other operations raise ABORTED PROVIDER_OUTCOME_UNKNOWN (Radial cannot tell us the outcome).
+  Activation and cash-out read the card instead (active / deactivated = it applied, replayed;
+  otherwise send again under a new RequestId). Fund and Virtual FundAndActivate raise ABORTED
+  PROVIDER_OUTCOME_UNKNOWN (Radial offers no way to learn their outcome).
 - Partial redeem: Radial redeems all or nothing; with `allow_partial` an InsufficientFunds answer
   is followed by a BalanceInquiry and a strict Redeem of what is there (never overspends).
 """
@@ -245,10 +247,20 @@ class RadialProvider(UnsupportedOperations):
     async def activate(self, merchant, reference_id, card, amount, *, promo_code):
         self._check_currency(amount)
         order_id = t.wire_id(reference_id)
-        rid, reply = await self._ok(
-            "activate", lambda rid: t.activate_physical(rid, card, amount, promo_code or self._promo_code, order_id),
-            t.request_id(reference_id, 0),
-        )
+
+        def build(rid):
+            return t.activate_physical(rid, card, amount, promo_code or self._promo_code, order_id)
+
+        rid, reply = await self._send("activate", build, t.request_id(reference_id, 0))
+        if _duplicate(reply):
+            # An earlier call under this reference reached Radial and its reply was lost. The card
+            # tells what happened: still inactive = it did not apply (send again); active = it did.
+            info = await self.balance(merchant, card)
+            if info.status == ACTIVE:
+                return OperationResult(rid, amount, card.masked, balance=info.balance, replayed=True)
+            rid, reply = await self._send("activate", build, None)
+        if reply.response_code != wire.SUCCESS:
+            raise t.error(reply, "activate")
         return t.operation_result(reply, card.masked, reply.amount_funded, "AmountFunded", rid)
 
     async def allocate(self, merchant, reference_id, program_id, amount):
@@ -265,5 +277,23 @@ class RadialProvider(UnsupportedOperations):
 
     async def cash_out(self, merchant, reference_id, card):
         order_id = t.wire_id(reference_id)
-        rid, reply = await self._ok("cash_out", lambda rid: t.cash_out(rid, card, order_id), t.request_id(reference_id, 0))
+
+        def build(rid):
+            return t.cash_out(rid, card, order_id)
+
+        rid, reply = await self._send("cash_out", build, t.request_id(reference_id, 0))
+        if _duplicate(reply):
+            # A lost reply of an earlier call under this reference: CashOut deactivates, so a
+            # deactivated card means it applied (Radial cannot say how much it removed).
+            info = await self.balance(merchant, card)
+            if info.status == DEACTIVATED:
+                return OperationResult(rid, Money(0, info.balance.currency), card.masked,
+                                       balance=info.balance, status=DEACTIVATED, replayed=True)
+            rid, reply = await self._send("cash_out", build, None)
+        if reply.response_code != wire.SUCCESS:
+            raise t.error(reply, "cash_out")
         return t.operation_result(reply, card.masked, reply.amount_cashed_out, "AmountCashedOut", rid, status=DEACTIVATED)
+
+
+def _duplicate(reply: wire.Reply) -> bool:
+    return reply.response_code == wire.FAIL and reply.error_code == "DuplicateRequestId"
