@@ -277,3 +277,13 @@ async def test_operations_a_vendor_cannot_do_are_unimplemented_naming_vendor_and
     if "issue_value" in env.harness.unsupported:
         await expect_unimplemented(env, "IssueValue", pb.IssueValueRequest(reference_id=ref(), card=card(number), amount=usd(10_00)), "issue_value")
     assert await env.ledger.balance("shadow", number) == 10_00
+
+
+async def test_partial_redeem_with_a_tip_covers_the_amount_first(env):
+    if "tip" in env.harness.unsupported:
+        pytest.skip(f"{env.vendor} takes no tip")
+    number = await env.ledger.seed("shadow", 11_00)
+    reply = await env.call("Redeem", pb.RedeemRequest(
+        reference_id=ref(), card=card(number), amount=usd(10_00), tip=usd(2_00), allow_partial=True))
+    assert (reply.result.amount.amount_minor, reply.result.balance.amount_minor) == (11_00, 0)
+    assert await env.ledger.balance("shadow", number) == 0
