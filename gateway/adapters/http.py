@@ -294,12 +294,13 @@ class VendorHttp:
     ) -> VendorReply:
         """Send one vendor request (with retries when safe) and return its reply (< 500)."""
         attempt = 0
+        # An earlier attempt may have been applied (timeout, reset, 500/504): whatever the last
+        # attempt says, a failure of this call is then an unknown outcome, never "not applied".
+        uncertain = False
         while True:
             budget = self._attempt_budget(operation)
             if budget < MIN_ATTEMPT_SECONDS:
-                # Nothing was sent in this attempt; an earlier attempt may have been (only when
-                # idempotent, so resending later is still safe).
-                raise provider_timeout(self.vendor, operation, sent=attempt > 0 and idempotent)
+                raise provider_timeout(self.vendor, operation, sent=uncertain)
             self.breaker.before_call()
             try:
                 reply = await self._send(operation, method, path, payload, headers, budget)
@@ -335,6 +336,9 @@ class VendorHttp:
                     error.message = f"provider {self.vendor} answered {operation} with HTTP {reply.status_code}; outcome unknown"
                     safe = idempotent
             attempt += 1
+            uncertain = uncertain or error.metadata.get("outcome") == "unknown"
+            if uncertain and error.metadata.get("outcome") != "unknown":
+                error = provider_timeout(self.vendor, operation, code=grpc.StatusCode.UNAVAILABLE)
             if not safe or attempt >= self.retry.max_attempts:
                 raise error
             delay = self.retry.backoff(attempt)

@@ -189,3 +189,18 @@ async def test_logs_carry_no_card_number_pin_or_credentials(sim, caplog):
     assert "[FILTERED]" in text
     for secret in (CARD, "9911", "paytronix-sim-secret", "cGF5dHJvbml4"):
         assert secret not in text
+
+
+async def test_a_failure_after_an_attempt_that_may_have_applied_is_an_unknown_outcome(sim):
+    # Attempt 1 times out (the vendor may have applied it); attempt 2 is refused with 503 (that
+    # one was not applied): the call's outcome is still unknown, never "not applied".
+    http = _http(sim.base_url, timeout=0.3, attempts=2)
+    try:
+        httpx.post(f"{sim.base_url}/_sim/faults", json={"fault": "timeout-after=2s", "path": "/gift/balance.json", "count": 1})
+        httpx.post(f"{sim.base_url}/_sim/faults", json={"fault": "http-503", "path": "/gift/balance.json", "count": 1})
+        with pytest.raises(MeshError) as caught:
+            await http.commit("balance", "/gift/balance.json", _balance_payload(), idempotent=True)
+        assert caught.value.reason == PROVIDER_TIMEOUT and caught.value.metadata["outcome"] == "unknown"
+    finally:
+        httpx.delete(f"{sim.base_url}/_sim/faults")
+        await http.aclose()
