@@ -16,14 +16,14 @@ ALL_SERVICES = ("gateway", "balance", "authorization", "fulfillment", "settlemen
 DEV_KEY_SHA256 = "6cbae51c7775b973f845b3fb4b333495890ecc9c57a9c3b3d662a3200d3227e1"  # sha256("dev-demo-key")
 
 
-def write_config(path: Path, redis_url: str) -> Path:
+def write_config(path: Path, redis_url: str, shutdown_grace: float = 2) -> Path:
     """Dev mode (demo merchant, fixed card hash key), the native provider, no metrics listener
     (the RPC metrics are still recorded), no demo cards: the harness creates its own."""
     config = {
         "security": {"dev_mode": True},
         "redis": {"url": redis_url},
         "metrics": {"enabled": False},
-        "grpc": {"shutdown_grace_seconds": 2},
+        "grpc": {"shutdown_grace_seconds": shutdown_grace},
         "merchants": {"demo": {"api_key_sha256": [DEV_KEY_SHA256], "currencies": ["USD"],
                                "providers": [{"provider": "native"}]}},
         "demo": {"merchant_id": "demo", "cards": []},
