@@ -162,7 +162,8 @@ def markdown(results: dict) -> str:
             out.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in data["redis_client_commands"].items()))
     scaling = results.get("scaling", {})
     if scaling:
-        out += ["", f"## Scaling ({scaling['scenario']}, all-in-one, SO_REUSEPORT)", ""]
+        out += ["", f"## Scaling ({scaling['scenario']}, all-in-one, SO_REUSEPORT, "
+                    f"{scaling.get('connections', '?')} connections)", ""]
         for workers, data in scaling["workers"].items():
             share = data.get("worker_cpu_share")
             out.append(f"- N={workers}: {_f(data.get('rps'), 0)} rps, p99 {_f(data.get('p99_ms'))} ms, "

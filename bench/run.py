@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -353,11 +354,16 @@ class Bench:
         scenario = self._headline()
         rps = {}
         self.results["scaling"] = {"scenario": scenario, "workers": {}}
+        # 16 connections instead of 8: SO_REUSEPORT spreads connections (not calls) over the
+        # workers by a hash, so more connections give a more even split.
+        runner = Runner(self.workdir, self.runner.redis, self.runner.h2load,
+                        dataclasses.replace(self.profile.load, connections=16), _log)
+        self.results["scaling"]["connections"] = 16
         for workers in (1, 2):
             _log(f"scaling: all-in-one x{workers} workers, {scenario}")
             mesh = self._mesh(f"scaling-n{workers}")
             try:
-                outcome = self.runner.run(f"scaling-n{workers}", mesh.address("authorization"), mesh.pids,
+                outcome = runner.run(f"scaling-n{workers}", mesh.address("authorization"), mesh.pids,
                                           self._work(scenario, "scaling", []), monitor=False)
                 outcome.rss_mb = self.runner.rss(mesh.pids)
             finally:
