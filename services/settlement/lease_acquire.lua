@@ -4,7 +4,8 @@
 -- ARGV[1] owner (worker id), ARGV[2] now (epoch ms), ARGV[3] lease (ms).
 -- Returns: the fencing token (> 0) when taken (or renewed by its owner), 0 when held by another
 --   live owner.
--- Invariant: at most one live owner; the token grows with every new owner.
+-- Invariant: at most one live owner; the token grows with every new owner (the key never expires:
+--   one small hash per job and merchant, so the token never starts over).
 local h = redis.call("HMGET", KEYS[1], "owner", "until", "fence")
 local now = tonumber(ARGV[2])
 if h[1] and h[1] ~= ARGV[1] and tonumber(h[2]) > now then
@@ -15,5 +16,4 @@ if h[1] ~= ARGV[1] or tonumber(h[2] or "0") <= now then
   fence = fence + 1
 end
 redis.call("HSET", KEYS[1], "owner", ARGV[1], "until", now + tonumber(ARGV[3]), "fence", fence)
-redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[3]) * 2)
 return fence
