@@ -272,7 +272,7 @@ class AuthorizationLogic:
         previous = record.state
         moved, current = await self.transactions.transition(
             merchant, record.transaction_id, (txn_states.APPROVED, txn_states.PENDING, txn_states.REVERSING),
-            txn_states.REVERSING, reversal_reference=reversal, reversed_from=previous,
+            txn_states.REVERSING, unless_refunded=True, reversal_reference=reversal, reversed_from=previous,
         )
         if not moved:
             return _reversal_of(await self.transactions.get(merchant, record.transaction_id))

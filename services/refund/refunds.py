@@ -20,9 +20,9 @@ import grpc
 from redis.exceptions import ResponseError
 
 from common.errors import MeshError
-from common.redis_scripts import ScriptSet, hash_tag
+from common.redis_scripts import ScriptSet
 from services.settlement.queue import WorkQueue
-from services.shared.keys import bucket_of, bucket_tag, merchant_part
+from services.shared.keys import bucket_of, bucket_tag, redemption_refunds_key
 from services.shared.transactions import TransactionStore
 
 CAPTURE_PREFIX = "stl_"
@@ -74,7 +74,7 @@ class RefundLedger:
         if RefundLedger.is_capture(transaction_id):
             tag = bucket_tag(SETTLEMENT_QUEUE_KIND, merchant, bucket_of(transaction_id))
             return f"refund:{tag}:{transaction_id}"
-        return f"refund:{hash_tag('txn', merchant_part(merchant), transaction_id)}"
+        return redemption_refunds_key(merchant, transaction_id)
 
     def _source(self, merchant: str, transaction_id: str) -> tuple[str, str]:
         if self.is_capture(transaction_id):

@@ -37,6 +37,12 @@ def record_key(kind: str, merchant: str, record_id: str) -> str:
     return f"mesh:{kind}:{hash_tag(kind, merchant_part(merchant), record_id)}"
 
 
+def redemption_refunds_key(merchant: str, transaction_id: str) -> str:
+    """The refunds of one redemption: same tag as its transaction record, so a void and a refund
+    can check each other in one script."""
+    return f"refund:{hash_tag('txn', merchant_part(merchant), transaction_id)}"
+
+
 def bucket_of(record_id: str) -> int:
     return zlib.crc32(record_id.encode()) % INDEX_BUCKETS
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from common.errors import TRANSACTION_NOT_FOUND, not_found
+from common.errors import TRANSACTION_NOT_FOUND, TRANSACTION_REFUNDED, failed_precondition, not_found
 from common.sealing import Sealer
 from giftcard.type.v1 import card_pb2
 from services.shared.holds import now_ms
-from services.shared.keys import record_key
+from services.shared.keys import record_key, redemption_refunds_key
 from services.shared.scripts import Scripts, decode_hash, text
 
 PENDING, APPROVED, DECLINED, REVERSING, REVERSED = "pending", "approved", "declined", "reversing", "reversed"
@@ -106,13 +106,20 @@ class TransactionStore:
         return text(await self._scripts("txn_create", [key], _flat(fields)))
 
     async def transition(
-        self, merchant: str, transaction_id: str, expected: tuple[str, ...], new_state: str, **fields
+        self, merchant: str, transaction_id: str, expected: tuple[str, ...], new_state: str, *,
+        unless_refunded: bool = False, **fields,
     ) -> tuple[bool, str]:
-        """(True, new_state) when moved; (False, current_state) when the state was not expected."""
-        reply = await self._scripts(
-            "txn_transition", [self.key(merchant, transaction_id)],
-            [",".join(expected), new_state, *_flat(fields)],
-        )
+        """(True, new_state) when moved; (False, current_state) when the state was not expected.
+        `unless_refunded`: refuse (TRANSACTION_REFUNDED) while any refund of it exists."""
+        keys = [self.key(merchant, transaction_id)]
+        if unless_refunded:
+            keys.append(redemption_refunds_key(merchant, transaction_id))
+        reply = await self._scripts("txn_transition", keys, [",".join(expected), new_state, *_flat(fields)])
+        if text(reply[0]) == "REFUNDED":
+            raise failed_precondition(
+                TRANSACTION_REFUNDED, "part of this redemption was refunded; refund the rest instead",
+                refunded_minor=text(reply[1]),
+            )
         return text(reply[0]) == "OK", text(reply[1])
 
     async def get(self, merchant: str, transaction_id: str) -> TransactionRecord:
