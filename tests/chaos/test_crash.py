@@ -1,0 +1,112 @@
+"""kill -9 of `giftcard serve` at random points while clients run the random workload, several
+times; each time it is restarted (its settlement scheduler runs the resolver with a short grace).
+Clients retry with the same request_id until they get a definite answer. At the end: no intent is
+left pending, the audit finds no violation, and every card's ledger balance is exactly what the
+acknowledged operations add up to (no success answer lost, nothing applied twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import grpc
+import pytest
+
+from tests.chaos.workload import Workload, run_audit
+from tests.support.mesh import start_mesh
+from mesh.services import SPECS
+from tests.support.processes import start_server, write_config
+
+RESOLVER = {
+    "tick_seconds": 0.1, "resolver_interval_seconds": 0.5, "resolver_grace_seconds": 3.0,
+    "lease_seconds": 2.0, "batch_interval_seconds": 1.0, "reversal_interval_seconds": 1.0,
+}
+
+
+class Restartable:
+    """The server process and a channel to it; `kill()` is kill -9, `start()` a fresh process."""
+
+    def __init__(self, config, services, tmp_path) -> None:
+        self.config, self.services, self.tmp_path = config, services, tmp_path
+        self.server = None
+        self.channel: grpc.aio.Channel | None = None
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        log = self.tmp_path / f"server-{self.starts}.log"
+        self.server = await asyncio.to_thread(start_server, self.config, self.services, log, None, 60)
+        old, self.channel = self.channel, grpc.aio.insecure_channel(self.server.address)
+        if old is not None:
+            await old.close()
+
+    def kill(self) -> None:
+        self.server.process.kill()
+        self.server.process.wait(10)
+
+    def stub(self, service: str):
+        return SPECS[service].stub(self.channel)
+
+
+async def _wait_resolved(redis_url: str, grace: float, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        report = await asyncio.to_thread(run_audit, redis_url, grace_seconds=grace)
+        if report.counts["intents_open"] == 0 or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(1)
+
+
+async def _crash_run(redis_url, tmp_path, *, kills: int, clients: int, operations: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    # The test's runtime only lends its native ledger (cards and history); its scheduler is off.
+    mesh = await start_mesh("all-in-one", redis_url, settlement={"scheduler_enabled": False})
+    config = write_config(tmp_path, redis_url, settlement=RESOLVER, grpc={"shutdown_grace_seconds": 2})
+    target = Restartable(config, ["all"], tmp_path)
+    try:
+        await target.start()
+        workload = Workload(target.stub, mesh.runtimes[0].providers.native_ledger, rng,
+                            deadline=20, max_attempts=150, retry_pause=0.2)
+        await workload.setup(4)
+        stop = asyncio.Event()
+        running = asyncio.gather(*(workload.client(operations, stop) for _ in range(clients)))
+        crashes = 0
+        for _ in range(kills):
+            await asyncio.sleep(rng.uniform(1.0, 4.0))
+            if running.done():
+                break
+            target.kill()  # SIGKILL: no drain, in-flight calls die with it
+            crashes += 1
+            await asyncio.sleep(rng.uniform(0, 0.5))
+            await target.start()
+        await running
+        await _wait_resolved(redis_url, RESOLVER["resolver_grace_seconds"])
+        report = await asyncio.to_thread(run_audit, redis_url, grace_seconds=RESOLVER["resolver_grace_seconds"] * 2)
+        figures = workload.figures()
+        figures.update(crashes=crashes, seed=seed, audit=report.summary())
+        print("chaos figures:", json.dumps(figures, sort_keys=True))
+        assert crashes >= min(kills, 2), "the kills should land during the workload"
+        assert report.ok, "\n".join(map(str, report.violations))
+        assert workload.model.wrong == []
+        mismatches = await workload.mismatches()
+        assert not mismatches, "\n".join(mismatches)
+        assert figures["uncertain_cards"] <= 2, figures
+        assert figures["ok"] > figures["operations"] // 3, figures
+        return figures
+    finally:
+        if target.server is not None and target.server.process.poll() is None:
+            target.server.stop()
+        if target.channel is not None:
+            await target.channel.close()
+        await mesh.close()
+
+
+async def test_kill_9_mid_workload_loses_no_acknowledged_operation(redis_client, redis_url, tmp_path):
+    await _crash_run(redis_url, tmp_path, kills=3, clients=4, operations=35, seed=random.randrange(1 << 30))
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_workload_many_times(redis_client, redis_url, tmp_path):
+    await _crash_run(redis_url, tmp_path, kills=12, clients=6, operations=150, seed=random.randrange(1 << 30))
