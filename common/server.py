@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import grpc
+import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from google.protobuf.message import DecodeError
@@ -129,6 +130,12 @@ def _as_mesh_error(exc: Exception, method: str) -> MeshError:
         return MeshError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline exceeded")
     if isinstance(exc, NotImplementedError):
         return MeshError(grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED", "this RPC is not implemented yet")
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        # Redis down or restarting (LOADING is a ConnectionError): the caller retries with the same
+        # request_id; idempotency and the intents make that safe (tests/chaos/test_redis_restart.py).
+        log.warning("state store unavailable", extra={"rpc": method, "error": type(exc).__name__})
+        return MeshError(grpc.StatusCode.UNAVAILABLE, "STORE_UNAVAILABLE", "the state store is unavailable; retry",
+                         retryable=True)
     # The last line of defence: never crash, never leak details (they could hold request data).
     log.exception("unhandled error", extra={"rpc": method})
     return MeshError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error", retryable=True)
