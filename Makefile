@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv gen lint run test test-long bench redis clean
+.PHONY: venv gen lint run run-vendors test test-long bench redis clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ redis:
 # Start Redis and serve every service on 127.0.0.1:50051 with the dev config and demo cards.
 run: venv redis
 	$(VENV)/bin/giftcard serve all --config config/dev.yaml
+
+# `make run` plus the five vendor sandboxes, with a demo merchant per vendor (README).
+run-vendors: venv redis
+	VENV=$(VENV) bash scripts/dev_vendors.sh
+	GIFTCARD_MERCHANTS_FILE=config/dev-vendors/merchants.yaml $(VENV)/bin/giftcard serve all --config config/dev.yaml
 
 # The whole test suite (tests start their own Redis and servers on free localhost ports).
 test: venv
