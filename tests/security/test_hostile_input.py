@@ -42,7 +42,7 @@ from tests.support.mesh import DEMO_KEY, MODES
 
 FAST_EXAMPLES = 120
 FAST_BYTES = 60
-SLOW_EXAMPLES = 3000
+SLOW_EXAMPLES = 2000
 RPCS = all_rpcs()
 METADATA = (("authorization", f"Bearer {DEMO_KEY}"),)
 FUZZ_SETTINGS = {"settlement": {"scheduler_enabled": False}}

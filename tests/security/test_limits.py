@@ -13,6 +13,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from common.cards import CardId
 from common.config import LimitsSettings
 from common.limits import MeshLimits, TokenBuckets
 from giftcard.authorization.v1 import authorization_pb2 as apb
@@ -79,12 +80,25 @@ async def test_a_peek_takes_nothing_and_idle_buckets_expire(redis_client):
     assert 0 < ttl_ms <= 2000  # full again after 1 s: the key goes soon after
 
 
-async def test_limits_off_by_default_make_no_redis_calls(redis_url):
-    client = aioredis.Redis.from_url(redis_url)
-    await client.aclose()  # a closed client: any call would fail
-    limits = MeshLimits(aioredis.Redis.from_url("redis://127.0.0.1:1/0"), LimitsSettings(), b"k")
+async def test_limits_off_by_default_make_no_redis_calls():
+    # No Redis listens on port 1: any call would fail (and be logged as skipped).
+    unreachable = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
+    limits = MeshLimits(unreachable, LimitsSettings(), b"k")
     assert not limits.limits_merchant_calls and not limits.limits_cards
-    await limits.admit_merchant_call("demo", "svc")  # no Redis behind port 1: passes without a call
+    await limits.admit_merchant_call("demo", "svc")
+    assert await limits.admit_card_operation("demo", CardId("card_number", CARD_100)) is False
+    await unreachable.aclose()
+
+
+async def test_an_unreachable_redis_lets_calls_through(caplog):
+    unreachable = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    limits = MeshLimits(unreachable, LimitsSettings(merchant_rps=1, card_ops_per_minute=1), b"k")
+    for _ in range(3):
+        await limits.admit_merchant_call("demo", "svc")
+        await limits.admit_card_operation("demo", CardId("card_number", CARD_100))
+    assert "limit check skipped" in caplog.text
+    assert CARD_100 not in caplog.text
+    await unreachable.aclose()
 
 
 # -- per-merchant rate -------------------------------------------------------------------------------
