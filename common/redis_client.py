@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,4 +28,9 @@ def create_redis(settings: RedisSettings) -> Redis | RedisCluster:
         url = "rediss://" + url[len("redis://"):]
     if settings.cluster:
         return RedisCluster.from_url(url, max_connections=settings.max_connections, **common)
-    return Redis.from_url(url, max_connections=settings.max_connections, **common)
+    # A full pool makes callers wait for a free connection (up to the socket timeout) instead of
+    # failing at once with MaxConnectionsError under bursts.
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=settings.max_connections, timeout=settings.socket_timeout_seconds, **common
+    )
+    return Redis.from_pool(pool)  # closing the client closes its pool
