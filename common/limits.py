@@ -4,7 +4,8 @@ One mechanism for all three: a token bucket in Redis taken by one Lua script (`l
 one key per bucket, so it runs unchanged on Redis Cluster), shared by every process of the mesh.
 One EVALSHA per check, and none at all for a limit that is off (the default).
 
-    limit:{m:<merchant>}:rpc:<service>   calls of one merchant to one service API (interceptor)
+    limit:{m:<merchant>}:rpc:<service>   calls of one merchant to one service API (interceptor;
+                                          not the provider gateway, see INTERNAL_SERVICE_PREFIX)
     limit:{c:<card hmac>}                 customer operations on one card of one merchant (gateway)
     limit:{m:<merchant>}:unknown_cards    lookups of that merchant that found no card (gateway)
 
@@ -43,6 +44,12 @@ log = logging.getLogger("giftcard.limits")
 RATE_LIMITED = "RATE_LIMITED"
 CARD_VELOCITY_EXCEEDED = "CARD_VELOCITY_EXCEEDED"
 UNKNOWN_CARD_LOOKUPS_EXCEEDED = "UNKNOWN_CARD_LOOKUPS_EXCEEDED"
+
+
+# The provider gateway is called by the other services with the caller's forwarded key (in
+# microservices mode): a merchant limit there would count one call twice and could refuse a
+# compensation (release, reverse) in the middle of a flow. Its card operations are still limited.
+INTERNAL_SERVICE_PREFIX = "giftcard.gateway."
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +98,7 @@ class MeshLimits:
     async def admit_merchant_call(self, merchant: str, service: str) -> None:
         """RESOURCE_EXHAUSTED RATE_LIMITED when the merchant is over `merchant_rps` on `service`."""
         rps = self._settings.merchant_rps
-        if rps <= 0:
+        if rps <= 0 or service.startswith(INTERNAL_SERVICE_PREFIX):
             return
         capacity = self._settings.merchant_burst or max(rps, 1.0)
         key = f"limit:{{m:{_tag(merchant)}}}:rpc:{service}"
