@@ -194,6 +194,7 @@ def _money(minor: int, currency: str) -> str:
 async def card_issue(settings: Settings, io: Io, *, merchant: str, card_number: str, amount_minor: int,
                      currency: str, pin: str | None, inactive: bool) -> int:
     async def body(client):
+        await _require_merchant(settings, ApiKeyStore(client), merchant)
         return await _ledger(settings, client).create_card(
             merchant, card_number, currency, pin=pin, balance_minor=amount_minor, active=not inactive,
         )

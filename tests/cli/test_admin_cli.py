@@ -183,6 +183,8 @@ async def test_card_issue_and_balance(config, server):
     assert balance.stdout.strip() == (
         "777700******7890 active balance 10.50 USD held 0.00 USD available 10.50 USD"
     )
+    unknown = giftcard(config, "card", "issue", NEW_CARD, "--merchant", "nobody", "--amount", "1")
+    assert unknown.returncode == 1 and "unknown merchant nobody" in unknown.stderr
     wrong = giftcard(config, "card", "balance", NEW_CARD, "--pin-stdin", stdin="0000\n")
     assert wrong.returncode == 1
     assert "INVALID_PIN" in wrong.stderr
