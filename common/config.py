@@ -50,6 +50,9 @@ class GrpcTlsSettings(_Section):
     key_file: str
     client_ca_file: str | None = None
     require_client_cert: bool = False
+    # Microservices mode: the CA that signed the other services' server certificates (default
+    # client_ca_file). The service presents its own cert_file/key_file as its client certificate.
+    peer_ca_file: str | None = None
 
     @model_validator(mode="after")
     def _ca_for_mtls(self) -> "GrpcTlsSettings":

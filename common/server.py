@@ -173,6 +173,19 @@ def server_credentials(tls: GrpcTlsSettings) -> grpc.ServerCredentials:
     )
 
 
+def peer_credentials(tls: GrpcTlsSettings) -> grpc.ChannelCredentials:
+    """How one service of the mesh calls another over TLS: verify the peer against `peer_ca_file`
+    (or `client_ca_file`) and present this service's own certificate (for peers requiring mTLS)."""
+    ca_file = tls.peer_ca_file or tls.client_ca_file
+    with open(tls.key_file, "rb") as key, open(tls.cert_file, "rb") as cert:
+        private_key, chain = key.read(), cert.read()
+    root = None
+    if ca_file:
+        with open(ca_file, "rb") as ca:
+            root = ca.read()
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=private_key, certificate_chain=chain)
+
+
 class MeshServer:
     """A grpc.aio server with health and reflection, serving the given services."""
 

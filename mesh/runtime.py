@@ -18,7 +18,7 @@ from common.idempotency import IdempotencyStore
 from common.limits import MeshLimits
 from common.redis_client import create_redis
 from common.sealing import Sealer
-from common.server import MeshInterceptor, MeshServer
+from common.server import MeshInterceptor, MeshServer, peer_credentials
 from common.service_client import GrpcClient, InProcessClient
 from common.telemetry import (
     AccessLog, MeasuredProvider, MeshMetrics, build_tracer_provider, instrument_redis,
@@ -114,8 +114,11 @@ class MeshRuntime:
         endpoint = self.settings.endpoints.get(name)
         if not endpoint:
             raise ValueError(f"service {name} is not served here and endpoints.{name} is not configured")
-        channel = grpc.aio.insecure_channel(
-            endpoint, interceptors=aio_client_interceptors(tracer_provider=self.tracer_provider)
+        interceptors = aio_client_interceptors(tracer_provider=self.tracer_provider)
+        tls = self.settings.grpc.tls
+        channel = (
+            grpc.aio.insecure_channel(endpoint, interceptors=interceptors) if tls is None
+            else grpc.aio.secure_channel(endpoint, peer_credentials(tls), interceptors=interceptors)
         )
         self._channels.append(channel)
         return GrpcClient(channel, SPECS[name].stub)

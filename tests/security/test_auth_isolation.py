@@ -436,6 +436,31 @@ async def test_tls_without_client_certificates_serves_any_tls_client(redis_clien
         await mesh.close()
 
 
+async def test_mtls_between_the_services_in_microservices_mode(redis_client, redis_url, tmp_path):
+    """One server per service, every one requiring client certificates: the balance service
+    reaches the gateway over mTLS with its own certificate, and outsiders without one are refused
+    by the gateway too."""
+    files, ca_pem, (client_key, client_cert), _ = _pki(tmp_path)
+    mesh = await start_mesh("separate", redis_url, grpc={
+        "port": 0, "shutdown_grace_seconds": 5,
+        "tls": {"cert_file": files["server.pem"], "key_file": files["server.key"],
+                "client_ca_file": files["ca.pem"], "require_client_cert": True},
+    })
+    good = grpc.aio.secure_channel(f"127.0.0.1:{mesh.ports['balance']}",
+                                   grpc.ssl_channel_credentials(ca_pem, client_key, client_cert))
+    no_cert = grpc.aio.secure_channel(f"127.0.0.1:{mesh.ports['gateway']}", grpc.ssl_channel_credentials(ca_pem))
+    try:
+        assert await _balance_over(good) == "OK 10000"  # balance -> gateway hop over mTLS
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await SPECS["gateway"].stub(no_cert).GetBalance(
+                gpb.GetBalanceRequest(card=card("6035710000000001")), metadata=auth(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await good.close()
+        await no_cert.close()
+        await mesh.close()
+
+
 def test_mtls_settings_require_a_client_ca():
     from common.config import GrpcTlsSettings
 
