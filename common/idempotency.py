@@ -357,18 +357,21 @@ class IdempotencyStore:
         AuthorizationService/Hold``). ``merchant`` is the authenticated caller, never the body.
         """
         validate_request_id(request_id)
-        claim = await self.begin(
-            merchant, rpc, request_id, self.fingerprint(rpc, request_message)
-        )
-        if claim.status is BeginStatus.REPLAY:
-            return self._replay(claim.outcome, response_type, unseal or self._unseal)
+        fingerprint = self.fingerprint(rpc, request_message)
 
-        work = asyncio.ensure_future(
-            self._execute(claim, rpc, request_id, handler, response_type, seal or self._seal)
-        )
+        async def claim_and_execute() -> ResponseT:
+            claim = await self.begin(merchant, rpc, request_id, fingerprint)
+            if claim.status is BeginStatus.REPLAY:
+                return self._replay(claim.outcome, response_type, unseal or self._unseal)
+            return await self._execute(claim, rpc, request_id, handler, response_type, seal or self._seal)
+
+        # Shielded, the claim included: if the caller is cancelled (its deadline) the work still
+        # finishes and stores its outcome. A cancel between the claim landing in Redis and its
+        # reply would otherwise leave the record in progress with no one working on it, and every
+        # retry ABORTED until the lease ran out (tests/chaos/test_idempotent_retries.py).
+        work = asyncio.ensure_future(claim_and_execute())
         self._in_flight.add(work)
         work.add_done_callback(self._forget)
-        # Shielded: if the caller is cancelled, the work still finishes and stores its outcome.
         return await asyncio.shield(work)
 
     async def drain(self) -> None:

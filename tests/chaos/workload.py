@@ -71,6 +71,8 @@ class Model:
     statuses: Counter = field(default_factory=Counter)  # codes seen on attempts (retried or not)
     retries: int = 0
     wrong: list[str] = field(default_factory=list)  # answers that cannot be right
+    slowest: tuple[str, float] = ("", 0.0)  # the call that took longest to get a definite answer
+    unresolved: list[str] = field(default_factory=list)  # "<op>:<last status>" of calls never answered
     journal: list[tuple[str, str, int]] = field(default_factory=list)  # (card, flow, delta) acknowledged
 
     def add_card(self, number: str, balance: int) -> None:
@@ -111,6 +113,7 @@ class Workload:
         self.rng = rng
         self.deadline = deadline
         self.deadline_range = deadline_range  # random short client deadlines (idempotency test)
+        self.short_attempts = 6
         self.max_attempts = max_attempts
         self.retry_pause = retry_pause
         self.initial_balance = initial_balance
@@ -143,17 +146,25 @@ class Workload:
 
     async def call(self, op: str, service: str, method: str, request, cards: tuple[str, ...]):
         """The reply, or None for a refusal; cards become uncertain if no definite answer came."""
+        last = ""
+        began = time.monotonic()
         for attempt in range(self.max_attempts):
-            timeout = self.rng.uniform(*self.deadline_range) if self.deadline_range else self.deadline
+            # Short random deadlines first (the call may well have been applied when it expires), then
+            # the normal one so that every call ends with a definite answer.
+            short = self.deadline_range and attempt < self.short_attempts
+            timeout = self.rng.uniform(*self.deadline_range) if short else self.deadline
             try:
                 reply = await getattr(self.stubs(service), method)(request, metadata=auth(), timeout=timeout)
                 self.model.statuses["OK"] += 1
                 self.model.calls[f"{op}:ok"] += 1
+                self._answered(op, began)
                 return reply
             except grpc.aio.AioRpcError as error:
                 self.model.statuses[error.code().name] += 1
+                last = error.code().name
                 if error.code() in REFUSALS:
                     self.model.calls[f"{op}:refused"] += 1
+                    self._answered(op, began)
                     return None
                 if error.code() not in RETRYABLE and error.code() not in (grpc.StatusCode.INTERNAL,
                                                                           grpc.StatusCode.UNKNOWN):
@@ -163,8 +174,14 @@ class Workload:
             self.model.retries += 1
             await asyncio.sleep(self.retry_pause * (1 + self.rng.random()))
         self.model.calls[f"{op}:unknown"] += 1
+        self.model.unresolved.append(f"{op}:{last}")
         self.model.uncertain.update(cards)
         return None
+
+    def _answered(self, op: str, began: float) -> None:
+        took = time.monotonic() - began
+        if took > self.model.slowest[1]:
+            self.model.slowest = (op, round(took, 2))
 
     # -- the operations ---------------------------------------------------------------------------
 
@@ -321,6 +338,18 @@ class Workload:
                              f"\n  ledger history {history}\n  acknowledged {told}")
         return found
 
+    async def duplicate_effects(self) -> list[str]:
+        """History entries of one kind with the same client reference (the mesh's reference_id)
+        more than once on a card: an effect applied twice."""
+        found = []
+        for number in self.model.expected:
+            seen: Counter = Counter()
+            for entry in await self.ledger.history(self.merchant, number):
+                if entry.get("client_txn_id"):
+                    seen[(entry["kind"], entry["client_txn_id"], entry.get("hold_id", ""))] += 1
+            found += [f"{masked(number)}: {key} applied {count} times" for key, count in seen.items() if count > 1]
+        return found
+
     def figures(self) -> dict:
         calls = sum(self.model.calls.values())
         return {
@@ -328,7 +357,8 @@ class Workload:
             "refused": sum(v for k, v in self.model.calls.items() if k.endswith(":refused")),
             "unknown": sum(v for k, v in self.model.calls.items() if k.endswith(":unknown")),
             "retries": self.model.retries, "cards": len(self.model.expected),
-            "uncertain_cards": len(self.model.uncertain),
+            "uncertain_cards": len(self.model.uncertain), "unresolved": self.model.unresolved,
+            "slowest_answer": list(self.model.slowest),
             "statuses": dict(self.model.statuses), "flows": dict(self.model.flows),
             "seconds": round(time.monotonic() - self.started, 1),
         }
