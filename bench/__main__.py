@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     for target, measured, verdict in report.targets(results):
         print(f"{verdict:>24}  {target}: {measured}")
     print(f"\nwrote {json_path} and {md_path}")
-    return 0
+    for phase, text in results.get("errors", {}).items():
+        print(f"\nphase {phase} failed:\n{text}")
+    return 1 if results.get("errors") else 0
 
 
 if __name__ == "__main__":

@@ -191,6 +191,9 @@ def markdown(results: dict) -> str:
     rss = results.get("rss_over_time")
     if rss:
         out.append(f"- Server RSS over {rss['seconds']:g} s of {rss['scenario']} (MB, one sample per second): {rss.get('samples_mb')}")
+    if results.get("errors"):
+        out += ["", "## Harness errors (phases that did not finish)", ""]
+        out += [f"- {name}:\n\n```\n{text}\n```" for name, text in results["errors"].items()]
     return "\n".join(out) + "\n"
 
 

@@ -166,6 +166,15 @@ class Bench:
             "scenarios": {},
         }
 
+    def _phase(self, name: str, body) -> None:
+        try:
+            body()
+        except Exception as error:
+            import traceback
+
+            _log(f"phase {name} failed: {error!r}")
+            self.results.setdefault("errors", {})[name] = traceback.format_exc()[-2000:]
+
     def _factories(self) -> dict:
         config, logdir = self.config, self.logdir
         factories = {
@@ -221,17 +230,18 @@ class Bench:
             _log(f"creating {len(self.numbers) + 1} cards through the native ledger")
             asyncio.run(_create_cards(redis.url, self.config, [*self.numbers, payloads.HOT_CARD]))
             self._echo("start")
+            # One broken phase must not cost the others: it is recorded under `errors` instead.
             for mode in MODES:
-                self._mode(mode)
-            self._scaling()
-            self._tracing()
+                self._phase(f"mode {mode}", lambda mode=mode: self._mode(mode))
+            self._phase("scaling", self._scaling)
+            self._phase("tracing", self._tracing)
             if self.profile.rss_seconds:
-                self._rss_over_time()
+                self._phase("rss", self._rss_over_time)
             _log(f"memory: {self.profile.memory_holds} open holds")
-            self.results["memory"] = asyncio.run(
-                _memory_per_hold(redis, self.config, self.profile.memory_holds, min(1000, self.profile.cards)))
+            self._phase("memory", lambda: self.results.__setitem__("memory", asyncio.run(
+                _memory_per_hold(redis, self.config, self.profile.memory_holds, min(1000, self.profile.cards)))))
             if self.profile.echo_twice:
-                self._echo("end")
+                self._phase("echo end", lambda: self._echo("end"))
         finally:
             for mesh in [*self._prestarted.values(), getattr(self, "_kept", None)]:
                 if mesh is not None:
@@ -315,7 +325,10 @@ class Bench:
                 else:
                     work = self._work(scenario, mode, holds)
                     _log(f"{mode}/{scenario} ({work.generator})")
-                    outcome = self.runner.run(f"{mode}-{scenario}", mesh.address(service), mesh.pids, work)
+                    try:
+                        outcome = self.runner.run(f"{mode}-{scenario}", mesh.address(service), mesh.pids, work)
+                    except Exception as error:  # recorded, the next scenario still runs
+                        outcome = Outcome("failed", work.generator, f"harness error: {error!r}"[:500])
                 if scenario == "Authorize" and outcome.status == "ok":
                     holds = payloads.hold_ids(outcome.collected)
                 outcome.rss_mb = self.runner.rss(mesh.pids)
