@@ -68,3 +68,25 @@ async def test_physical_activation_loads_once_and_again_is_card_already_active(e
             amount=usd(40_00)))
     assert details(caught.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "CARD_ALREADY_ACTIVE")
     assert vendor_balance(env, number) == 40_00
+
+
+async def test_radial_claim_link_store_issues_a_claim_link_and_proxy_number(simulators, redis_client, redis_url):
+    sim = simulators("radial")
+    httpx.patch(f"{sim.base_url}/_sim/config", json={"stores": {
+        "STORE1": {"claim_link": False, "promo_codes": None},
+        "CLAIM": {"claim_link": True, "promo_codes": None},
+    }}, timeout=5).raise_for_status()
+    env = await build_env("radial", simulators, redis_url, options={
+        "store_id": "CLAIM", "breaker_failure_threshold": 3, "breaker_reset_seconds": 0.5, "backoff_seconds": 0.01})
+    try:
+        reply = await call(env, "IssueElectronicCard", fpb.IssueElectronicCardRequest(
+            request_id=rid(), order_id=f"o-{uuid.uuid4().hex[:8]}", line_id="1", program_id="EGIFT",
+            amount=usd(15_00)))
+        assert reply.activation.state == fpb.ACTIVATION_STATE_COMPLETED
+        assert reply.WhichOneof("credential") == "claim_link"
+        assert reply.claim_link.url.startswith("https://claim.") and reply.claim_link.proxy_number.startswith("9990")
+        ledger = httpx.get(f"{sim.base_url}/_sim/ledger", timeout=5).json()
+        loaded = [t for t in ledger["transactions"] if t["kind"] == "FundAndActivate"]
+        assert len(loaded) == 1 and loaded[0]["amount"] == "15.00"
+    finally:
+        await env.mesh.close()
