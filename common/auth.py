@@ -144,6 +144,19 @@ class ApiKeyStore:
         return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
 
 
+INTERNAL_MERCHANT_HEADER = "x-giftcard-merchant"
+
+
+def _acting_for(metadata) -> str:
+    """The merchant a mesh process acts for, named by the internal identity's call."""
+    for name, value in metadata or ():
+        if name.lower() == INTERNAL_MERCHANT_HEADER:
+            merchant = value.decode(errors="replace") if isinstance(value, bytes) else value
+            if merchant and merchant.isprintable() and len(merchant) <= 128:
+                return merchant
+    raise unauthenticated(f"internal calls must name the merchant in {INTERNAL_MERCHANT_HEADER}")
+
+
 class ApiKeyAuthenticator:
     """Config digests first (no I/O), then the Redis key store through a short cache.
 
@@ -160,7 +173,9 @@ class ApiKeyAuthenticator:
         max_cached: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         on_runtime_merchant: Callable[[str, dict], None] | None = None,
+        internal_token: str | None = None,
     ) -> None:
+        self._internal_digest = key_digest(internal_token) if internal_token else None
         self._merchant_by_digest: dict[str, str] = {}
         for merchant_id, digests in digests_by_merchant.items():
             for digest in digests:
@@ -186,6 +201,8 @@ class ApiKeyAuthenticator:
         merchant_id = self._config_merchant(digest)
         if merchant_id is not None:
             return merchant_id
+        if self._internal_digest is not None and hmac.compare_digest(self._internal_digest, digest):
+            return _acting_for(metadata)
         if self._store is None:
             raise unauthenticated("invalid API key")
         now = self._clock()

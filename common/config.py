@@ -96,6 +96,10 @@ class SecuritySettings(_Section):
     # How long an answer of the Redis API key store is cached per process: a revoked key stops
     # working within this time (`giftcard key revoke`).
     api_key_cache_seconds: float = Field(5.0, ge=0)
+    # Shared secret of the mesh's own processes: background jobs (scheduler, resolver) that act for
+    # a merchant with no caller present it over gRPC, with the merchant in `x-giftcard-merchant`.
+    # Needed in microservices mode; unused all-in-one. From a secret, never the config file.
+    internal_token: SecretStr | None = None
 
 
 class LimitsSettings(_Section):

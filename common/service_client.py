@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
+from common.auth import INTERNAL_MERCHANT_HEADER
 from common.context import current_call
 from common.errors import GRPC_CODE_BY_NUMBER, MeshError, error_info
 
@@ -34,20 +35,26 @@ class InProcessClient:
 
 
 class GrpcClient:
-    def __init__(self, channel: grpc.aio.Channel, stub_class: type) -> None:
+    """`internal_token`: the mesh's own identity, used for work that runs with no caller (scheduled
+    jobs, recovery); calls made for a caller forward that caller's credentials."""
+
+    def __init__(self, channel: grpc.aio.Channel, stub_class: type, internal_token: str | None = None) -> None:
         self._stub = stub_class(channel)
+        self._internal_token = internal_token
 
     def __getattr__(self, rpc: str) -> Rpc:
         method = getattr(self._stub, rpc)
 
         async def call(request):
             caller = current_call()
+            authorization = caller.authorization
+            if not authorization and self._internal_token:
+                authorization = f"Bearer {self._internal_token}"
+            # The merchant header only counts for the internal identity (a merchant key names its
+            # own merchant), so it is always sent: a call made for an internal caller keeps it.
+            metadata = (("authorization", authorization), (INTERNAL_MERCHANT_HEADER, caller.merchant_id))
             try:
-                return await method(
-                    request,
-                    timeout=max(caller.remaining(), 0.001),
-                    metadata=(("authorization", caller.authorization),),
-                )
+                return await method(request, timeout=max(caller.remaining(), 0.001), metadata=metadata)
             except grpc.aio.AioRpcError as error:
                 raise mesh_error_from_rpc(error) from None
 

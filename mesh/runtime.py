@@ -91,6 +91,7 @@ class MeshRuntime:
                         {m: s.api_key_sha256 for m, s in self.settings.merchants.items()}, self.key_store,
                         cache_seconds=settings.security.api_key_cache_seconds,
                         on_runtime_merchant=self.runtime_merchants.learn,
+                        internal_token=self.internal_token,
                     ),
                     self.metrics, settings.grpc.default_deadline_seconds,
                     AccessLog(settings.telemetry.access_log), limits=self.limits,
@@ -102,6 +103,11 @@ class MeshRuntime:
             ],
             service_names=[SPECS[name].full_name for name in self.services],
         )
+
+    @property
+    def internal_token(self) -> str | None:
+        token = self.settings.security.internal_token
+        return token.get_secret_value() if token is not None else None
 
     @property
     def port(self) -> int:
@@ -121,7 +127,7 @@ class MeshRuntime:
             else grpc.aio.secure_channel(endpoint, peer_credentials(tls), interceptors=interceptors)
         )
         self._channels.append(channel)
-        return GrpcClient(channel, SPECS[name].stub)
+        return GrpcClient(channel, SPECS[name].stub, self.internal_token)
 
     def _build(self, name: str) -> object:
         if name == "gateway":

@@ -51,10 +51,11 @@ def build_settlement(runtime) -> tuple[SettlementServicer, Scheduler]:
     remote = isinstance(gateway, GrpcClient)
 
     def credentials(merchant: str) -> str | None:
-        if not remote:
-            return ""
+        """"" = act as the mesh itself (in-process, or over gRPC with security.internal_token)."""
         key = config.job_api_keys.get(merchant)
-        return None if key is None else f"Bearer {key.get_secret_value()}"
+        if key is not None:
+            return f"Bearer {key.get_secret_value()}"
+        return "" if not remote or runtime.internal_token else None
 
     async def merchants() -> list[str]:
         found = set(settings.merchants) | set(await runtime.key_store.merchants())
