@@ -246,7 +246,8 @@ class IdempotencyStore:
     ) -> None:
         if lease_seconds <= 0 or ttl_seconds <= lease_seconds:
             raise ValueError("need 0 < lease_seconds < ttl_seconds")
-        if redis.connection_pool.connection_kwargs.get("decode_responses"):
+        # get_connection_kwargs: Redis and RedisCluster both have it (a cluster has no single pool).
+        if redis.get_connection_kwargs().get("decode_responses"):
             # Stored responses are binary protobuf; a decoding client would corrupt them.
             raise ValueError("IdempotencyStore needs a Redis client with decode_responses=False")
         self._scripts = ScriptSet(redis, Path(__file__).parent)

@@ -167,12 +167,15 @@ class LedgerAudit:
                     f" + transferred {transferred} = {used} exceeds authorized {authorized}"))
 
     def redemptions(self, report: AuditReport) -> None:
-        fields = ("transaction_id", "redeemed", "reversed_amount")
-        for key, (transaction_id, redeemed, reversed_amount) in self._records(
+        fields = ("transaction_id", "redeemed", "reversed_amount", "reversed_from")
+        for key, (transaction_id, redeemed, reversed_amount, reversed_from) in self._records(
                 self._mesh_pattern("mesh:txn:", "txn"), fields):
             report.counts["redemptions"] += 1
             redeemed, reversed_amount = _int(redeemed), _int(reversed_amount)
-            if not 0 <= reversed_amount <= max(redeemed, 0):
+            # Reversed while still pending (its outcome was unknown: a timeout): the mesh never
+            # learned `redeemed`, and the reversal gave back whatever the provider had taken.
+            unknown = _text(reversed_from or b"") == "pending"
+            if reversed_amount < 0 or (not unknown and reversed_amount > max(redeemed, 0)):
                 report.violations.append(Violation(
                     _merchant_of(key, "txn"), "transaction " + _text(transaction_id or key),
                     f"voided {reversed_amount} outside 0..redeemed ({redeemed})"))

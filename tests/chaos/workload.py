@@ -161,7 +161,7 @@ class Workload:
                 return reply
             except grpc.aio.AioRpcError as error:
                 self.model.statuses[error.code().name] += 1
-                last = error.code().name
+                last = f"{error.code().name} {error.details()}"
                 if error.code() in REFUSALS:
                     self.model.calls[f"{op}:refused"] += 1
                     self._answered(op, began)
