@@ -181,6 +181,30 @@ def test_constant_time_path_visits_every_digest_whatever_matches():
         common.auth.hmac.compare_digest = real
 
 
+async def test_the_merchant_header_only_counts_for_the_mesh_internal_identity(redis_client, redis_url):
+    """`x-giftcard-merchant` names the merchant for the mesh's own background calls (with
+    security.internal_token); with a merchant key, or a wrong token, it changes nothing."""
+    token = "internal-" + secrets.token_hex(16)
+    mesh = await start_mesh("all-in-one", redis_url, security={"dev_mode": True, "internal_token": token})
+    balance = mesh.stub("balance")
+    request = bpb.GetBalanceRequest(card=card("6035710000000001"))  # a demo card
+    try:
+        for metadata, expected in (
+            ((("authorization", f"Bearer {ACME_KEY}"), ("x-giftcard-merchant", "demo")), ("NOT_FOUND", "CARD_NOT_FOUND")),
+            ((("authorization", f"Bearer {token}x"), ("x-giftcard-merchant", "demo")), ("UNAUTHENTICATED", "UNAUTHENTICATED")),
+            ((("authorization", "Bearer "), ("x-giftcard-merchant", "demo")), ("UNAUTHENTICATED", "UNAUTHENTICATED")),
+            ((("x-giftcard-merchant", "demo"),), ("UNAUTHENTICATED", "UNAUTHENTICATED")),
+            ((("authorization", f"Bearer {token}"),), ("UNAUTHENTICATED", "UNAUTHENTICATED")),
+        ):
+            result = await outcome(balance.GetBalance(request, metadata=metadata, timeout=5))
+            assert result[:2] == expected, metadata
+        ok = await balance.GetBalance(request, metadata=(("authorization", f"Bearer {token}"),
+                                                         ("x-giftcard-merchant", "demo")), timeout=5)
+        assert ok.available.amount_minor == 10000
+    finally:
+        await mesh.close()
+
+
 # -- isolation --------------------------------------------------------------------------------------
 
 
