@@ -2,11 +2,15 @@
 -- in one step, so the event is published exactly once and only for a completed line.
 -- KEYS[1] activation:{m:<merchant>}:<order_id>/<line_id>  (hash)
 -- KEYS[2] events:{m:<merchant>}:orders                    (stream; same hash tag)
+-- KEYS[3] activations:{m:<merchant>}:unfinished           (zset; same hash tag; the line leaves it)
 -- ARGV[1] attempt   ARGV[2] now_ms   ARGV[3] stream max length (approximate trim)
 -- ARGV[4] transaction_id of the load
+-- ARGV[5] "1" when the resolver completes the line (no caller is there to receive the
+--   credentials): the sealed credentials stay, marked "resumed", for the client's retry to receive
 -- Returns: {"OK" | "STALE" | "GONE", HGETALL of the record, stream entry id or ""}.
 -- Invariant: COMPLETED <=> exactly one line_completed event; sealed credentials are dropped here
---   (the caller hands them out in this response, and the idempotency record keeps them sealed).
+--   (the caller hands them out in this response, and the idempotency record keeps them sealed),
+--   except on a resolver completion (ARGV[5]), where the next request for the line takes them.
 
 local key = KEYS[1]
 local state = redis.call("HGET", key, "state")
@@ -20,7 +24,12 @@ if ARGV[4] ~= "" then
   redis.call("HSET", key, "transaction_id", ARGV[4])
 end
 redis.call("HSET", key, "state", "COMPLETED", "update_ms", ARGV[2])
-redis.call("HDEL", key, "sealed")
+if ARGV[5] == "1" and redis.call("HEXISTS", key, "sealed") == 1 then
+  redis.call("HSET", key, "resumed", "1")
+else
+  redis.call("HDEL", key, "sealed")
+end
+redis.call("ZREM", KEYS[3], key)
 local r = {}
 local flat = redis.call("HGETALL", key)
 for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end

@@ -6,13 +6,22 @@ line and publishing its event is one script on one Redis Cluster slot):
 
     activation:{m:<merchant>}:<order_id>/<line_id>   hash   the record (fields below)
     events:{m:<merchant>}:orders                     stream order events (services/fulfillment/README.md)
+    activations:{m:<merchant>}:unfinished            zset   e-gift lines left ALLOCATED or ACTIVATED
+                                                            (member: record key, score: update_ms)
+
+The unfinished index shares the merchant's tag rather than a bucket tag of its own (as the intent
+index does): it is written by the same scripts that move a record, and every record of a merchant
+already lives under ``{m:<merchant>}`` (the order stream forces that), so a separate tag would
+make those scripts cross-slot on Redis Cluster. It holds record keys (order and line ids), never
+card data.
 
 The merchant is percent-encoded as in common/idempotency.py; ids cannot contain ``/``, so
 (order "a/b", line "c") cannot exist and every (order, line) pair has its own key.
 
 Record fields: activation_id, attempt, fp (keyed HMAC of the request, never card data), state,
 kind, order_id, line_id, amount_minor, currency, masked, provider, transaction_id,
-failure_reason, create_ms, update_ms, and while an e-gift is in flight ``sealed``: its credentials
+failure_reason, promo_code, create_ms, update_ms, resumed ("1": completed by the resolver, the
+sealed credentials wait for the client's retry), and while an e-gift is in flight ``sealed``: its credentials
 encrypted with the mesh's Sealer (bound to the record key), dropped when the line completes.
 """
 
@@ -90,6 +99,16 @@ class ActivationStore:
     def stream_key(merchant: str) -> str:
         return f"events:{hash_tag('m', quote(merchant, safe=''))}:orders"
 
+    @staticmethod
+    def index_key(merchant: str) -> str:
+        return f"activations:{hash_tag('m', quote(merchant, safe=''))}:unfinished"
+
+    @staticmethod
+    def _index_of(record_key: str) -> str:
+        # activation:{m:<merchant>}:... -> activations:{m:<merchant>}:unfinished (the tag holds no
+        # braces: the merchant is percent-encoded)
+        return f"activations:{record_key[record_key.index('{'):record_key.index('}') + 1]}:unfinished"
+
     async def begin(
         self, merchant: str, order_id: str, line_id: str, *, fingerprint: str, activation_id: str,
         kind: str, amount_minor: int, currency: str,
@@ -109,15 +128,16 @@ class ActivationStore:
         args: list = [record.attempt, ",".join(allowed), to_state, _now_ms()]
         for name, value in fields.items():
             args += [name, value]
-        status, flat = await self._scripts["activation_transition"](keys=[record.key], args=args)
+        status, flat = await self._scripts["activation_transition"](
+            keys=[record.key, self._index_of(record.key)], args=args)
         return _text(status) == "OK", ActivationRecord.from_flat(record.key, flat)
 
     async def complete(
-        self, record: ActivationRecord, merchant: str, transaction_id: str
+        self, record: ActivationRecord, merchant: str, transaction_id: str, *, keep_sealed: bool = False
     ) -> tuple[bool, ActivationRecord]:
         status, flat, _ = await self._scripts["activation_complete"](
-            keys=[record.key, self.stream_key(merchant)],
-            args=[record.attempt, _now_ms(), self._maxlen, transaction_id],
+            keys=[record.key, self.stream_key(merchant), self.index_key(merchant)],
+            args=[record.attempt, _now_ms(), self._maxlen, transaction_id, "1" if keep_sealed else "0"],
         )
         return _text(status) == "OK", ActivationRecord.from_flat(record.key, flat)
 
@@ -127,6 +147,22 @@ class ActivationStore:
         if not flat:
             return None
         return ActivationRecord(key, {_text(k): bytes(v) for k, v in flat.items()})
+
+    async def unfinished(self, merchant: str, older_than_ms: int, limit: int = 500) -> list[str]:
+        """Record keys of e-gift lines left ALLOCATED or ACTIVATED and not moved for older_than_ms."""
+        keys = await self._redis.zrangebyscore(
+            self.index_key(merchant), "-inf", _now_ms() - older_than_ms, start=0, num=limit)
+        return [_text(key) for key in keys]
+
+    async def get_key(self, key: str) -> ActivationRecord | None:
+        flat = await self._redis.hgetall(key)
+        if not flat:
+            return None
+        return ActivationRecord(key, {_text(k): bytes(v) for k, v in flat.items()})
+
+    async def forget(self, merchant: str, key: str) -> None:
+        """Drop an index entry whose record expired (400 days: nothing left to resume)."""
+        await self._redis.zrem(self.index_key(merchant), key)
 
 
 def _now_ms() -> int:

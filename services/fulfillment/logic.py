@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 from dataclasses import asdict, dataclass, field
 
@@ -39,6 +40,8 @@ from services.fulfillment.activations import (
     ActivationRecord,
     ActivationStore,
 )
+
+log = logging.getLogger("giftcard.fulfillment")
 
 ACTIVATION_MISMATCH = "ACTIVATION_MISMATCH"
 ACTIVATION_FAILED = "ACTIVATION_FAILED"
@@ -113,9 +116,22 @@ class FulfillmentLogic:
             merchant, order_id, line_id, "egift", amount,
             ("egift", program_id, amount.amount_minor, amount.currency, promo_code),
         )
+        if record.state == COMPLETED:  # completed by the resolver: this request takes the credentials
+            return record, await self._take_resumed(record)
+        return await self._drive_egift(merchant, record, program_id, amount, promo_code)
+
+    async def _drive_egift(
+        self, merchant: str, record: ActivationRecord, program_id: str | None, amount: Money,
+        promo_code: str, *, resumed: bool = False,
+    ) -> tuple[ActivationRecord, IssuedCredentials]:
+        """Moves an e-gift line from its recorded state to COMPLETED; the request and the resolver
+        (program_id None: it only continues lines that are past allocation) run this same code, so
+        they send the same steps under the same reference ids."""
         creds = self._unseal(record) if record.sealed else None
         for _ in range(_MAX_ROUNDS):
             if record.state == PENDING:
+                if program_id is None:
+                    raise _contended(record)
                 reply = await self._step(record, self._gateway.Allocate(gateway_pb2.AllocateRequest(
                     reference_id=record.reference("allocate"), program_id=program_id,
                     amount=_money_pb(amount),
@@ -126,10 +142,11 @@ class FulfillmentLogic:
                 )
                 # Written down before anything else happens to the card: from here on a retry
                 # continues with THIS card (the provider would replay the allocation anyway).
+                # The promo code goes along so that the resolver can send the same activation.
                 moved, record = await self._store.transition(
                     record, (PENDING,), ACTIVATED if reply.activated else ALLOCATED,
                     sealed=self._seal(record, creds), masked=reply.result.masked_number,
-                    provider=reply.result.provider,
+                    provider=reply.result.provider, promo_code=promo_code,
                     transaction_id=reply.result.provider_transaction_id if reply.activated else "",
                 )
                 if not moved and record.sealed:
@@ -147,13 +164,54 @@ class FulfillmentLogic:
             elif record.state == ACTIVATED:
                 creds = creds or self._unseal(record)
                 card_ref = None if creds.is_claim_link else _card_ref(creds)
-                record = await self._finish(merchant, record, card_ref, amount)
+                record = await self._finish(merchant, record, card_ref, amount, keep_sealed=resumed)
             else:
                 record = self._settled(record)
                 if creds is None:  # completed by a concurrent request that handed them out
                     raise _already_active(record)
                 return record, creds
         raise _contended(record)
+
+    # -- the resolver ----------------------------------------------------------------------------
+
+    async def resume(self, merchant: str, older_than_seconds: float) -> int:
+        """Finishes e-gift lines a crash left ALLOCATED or ACTIVATED for longer than the grace
+        period, exactly as the client's retry would (same steps, same reference ids, so the
+        provider replays what it already did: never a second allocation or load). The line is
+        COMPLETED and its order event published once (activation_complete.lua); the sealed
+        credentials stay on the record for the client's retry of the request to receive.
+        Returns the number of lines completed; a line that fails for good is marked FAILED, a
+        transient failure leaves it for the next run. Physical lines are not resumed here: their
+        card is not stored, so only the client's retry can finish them."""
+        completed = 0
+        for key in await self._store.unfinished(merchant, int(older_than_seconds * 1000)):
+            record = await self._store.get_key(key)
+            if record is None:
+                await self._store.forget(merchant, key)
+                continue
+            if record.state not in (ALLOCATED, ACTIVATED) or record.get("kind") != "egift":
+                continue  # moved on since the index was read
+            amount = Money(int(record.get("amount_minor")), record.get("currency"))
+            try:
+                await self._drive_egift(merchant, record, None, amount, record.get("promo_code"), resumed=True)
+                completed += 1
+            except Exception as error:  # noqa: BLE001 - one line's failure must not stop the others
+                # Reason (or error type) and ids only: the record's credentials never reach a log.
+                log.warning("e-gift line not resumed; the next run retries it", extra={
+                    "merchant": merchant, "activation_id": record.activation_id,
+                    "reason": getattr(error, "reason", type(error).__name__)})
+        return completed
+
+    async def _take_resumed(self, record: ActivationRecord) -> IssuedCredentials:
+        """The credentials of a line the resolver completed, handed to the first request for it
+        (the idempotency record keeps them sealed for its retries), then dropped from the record."""
+        if not record.sealed or record.get("resumed") != "1":
+            raise _already_active(record)
+        creds = self._unseal(record)
+        moved, _ = await self._store.transition(record, (COMPLETED,), COMPLETED, sealed="", resumed="")
+        if not moved:
+            raise _already_active(record)
+        return creds
 
     # -- exchange ------------------------------------------------------------------------------
 
@@ -198,12 +256,13 @@ class FulfillmentLogic:
                 "this order line already has an activation for a different card, program or amount",
                 activation_id=record.activation_id, state=record.state,
             )
-        if status == "COMPLETED":
+        if status == "COMPLETED" and not (kind == "egift" and record.get("resumed") == "1"):
             raise _already_active(record)
         return record
 
     async def _finish(
-        self, merchant: str, record: ActivationRecord, card_ref: card_pb2.CardRef | None, amount: Money
+        self, merchant: str, record: ActivationRecord, card_ref: card_pb2.CardRef | None, amount: Money,
+        *, keep_sealed: bool = False,
     ) -> ActivationRecord:
         """ACTIVATED -> COMPLETED: issue value where the provider loads separately from activation,
         then complete the record and publish the order event in one script."""
@@ -215,7 +274,7 @@ class FulfillmentLogic:
                     reference_id=record.reference("issue"), card=card_ref, amount=_money_pb(amount),
                 )))
                 transaction_id = reply.result.provider_transaction_id
-        _, record = await self._store.complete(record, merchant, transaction_id)
+        _, record = await self._store.complete(record, merchant, transaction_id, keep_sealed=keep_sealed)
         return record
 
     async def _step(self, record: ActivationRecord, call):

@@ -12,6 +12,8 @@ from common.telemetry import SettlementMetrics
 from services.authorization.checkout import CheckoutFlow, CheckoutStore
 from services.authorization.logic import AuthorizationLogic
 from services.authorization.server import Recovery
+from services.fulfillment.activations import ActivationStore
+from services.fulfillment.logic import FulfillmentLogic
 from services.settlement.logic import Limits, SettlementLogic
 from services.settlement.queue import JobLeases, WorkQueue
 from services.settlement.scheduler import Scheduler, SettlementJobs
@@ -30,6 +32,23 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+class ResolverRecovery:
+    """The resolver job's work: authorization's Recovery (stale intents, unfinished checkouts), then
+    e-gift lines a crash left after allocation (FulfillmentLogic.resume). Fulfillment's resume needs
+    only Redis, the sealer and the gateway client, so settlement composes its own FulfillmentLogic
+    the way it composes AuthorizationLogic: it works in all-in-one and in microservices mode alike
+    (there the gateway is called with the job key or security.internal_token)."""
+
+    def __init__(self, recovery: Recovery, fulfillment: FulfillmentLogic) -> None:
+        self._recovery = recovery
+        self._fulfillment = fulfillment
+
+    async def run(self, merchant: str, older_than_seconds: float) -> dict[str, int]:
+        counts = await self._recovery.run(merchant, older_than_seconds)
+        counts["egift_lines"] = await self._fulfillment.resume(merchant, older_than_seconds)
+        return counts
+
+
 def build_settlement(runtime) -> tuple[SettlementServicer, Scheduler]:
     settings = runtime.settings
     config = settings.settlement
@@ -39,7 +58,10 @@ def build_settlement(runtime) -> tuple[SettlementServicer, Scheduler]:
     authorization = AuthorizationLogic(
         gateway, holds, TransactionStore(runtime.redis, runtime.sealer), IntentLog(runtime.redis, runtime.sealer), ids,
     )
-    recovery = Recovery(authorization, CheckoutFlow(gateway, CheckoutStore(runtime.redis, runtime.sealer), authorization))
+    recovery = ResolverRecovery(
+        Recovery(authorization, CheckoutFlow(gateway, CheckoutStore(runtime.redis, runtime.sealer), authorization)),
+        FulfillmentLogic(gateway, ActivationStore(runtime.redis), runtime.sealer, settings.card_hash_key),
+    )
     metrics = SettlementMetrics(runtime.registry)
     runtime.telemetry.scrape.add_jobs_source(metrics.backlog)
     logic = SettlementLogic(
