@@ -174,7 +174,9 @@ class LedgerAudit:
             redeemed, reversed_amount = _int(redeemed), _int(reversed_amount)
             # Reversed while still pending (its outcome was unknown: a timeout): the mesh never
             # learned `redeemed`, and the reversal gave back whatever the provider had taken.
-            unknown = _text(reversed_from or b"") == "pending"
+            # (The resolver moves pending -> reversed without `reversed_from`.)
+            origin = _text(reversed_from or b"")
+            unknown = origin == "pending" or (not origin and redeemed == 0)
             if reversed_amount < 0 or (not unknown and reversed_amount > max(redeemed, 0)):
                 report.violations.append(Violation(
                     _merchant_of(key, "txn"), "transaction " + _text(transaction_id or key),

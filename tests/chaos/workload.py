@@ -121,6 +121,7 @@ class Workload:
         self.model = Model()
         self.pools = Pools()
         self._serial = 0
+        self._unanswered: list = []
         self._request = 0
         self.started = time.monotonic()
 
@@ -176,7 +177,48 @@ class Workload:
         self.model.calls[f"{op}:unknown"] += 1
         self.model.unresolved.append(f"{op}:{last}")
         self.model.uncertain.update(cards)
+        self._unanswered.append((op, service, method, request, cards))
         return None
+
+    async def settle_unanswered(self, max_attempts: int = 60) -> list:
+        """Once the faults have stopped: send every call that never got a definite answer again,
+        same request_id, as its client eventually would. Returns those that still got none."""
+        pending, self._unanswered = self._unanswered, []
+        saved, self.max_attempts = self.max_attempts, max_attempts
+        try:
+            for op, service, method, request, cards in pending:
+                self.model.calls[f"{op}:unknown"] -= 1
+                self.model.unresolved.remove(next(u for u in self.model.unresolved if u.startswith(op + ":")))
+                reply = await self.call(op, service, method, request, cards)
+                if reply is not None or not any(c in self.model.uncertain for c in cards):
+                    self.model.uncertain.difference_update(cards)
+                    self._apply_late(op, request, reply)
+        finally:
+            self.max_attempts = saved
+        return self._unanswered
+
+    def _apply_late(self, op: str, request, reply) -> None:
+        """The model effect of a late definite answer (the same as in each operation)."""
+        if reply is None:
+            return
+        if op == "reload":
+            self.model.move(request.card.card_number, request.amount.amount_minor, "reloaded")
+        elif op == "cash_out":
+            self.model.move(request.card.card_number, -reply.amount_removed.amount_minor, "cashed_out")
+        elif op == "redeem" and reply.redeemed.amount_minor > 0:
+            self.model.move(request.card.card_number, -reply.redeemed.amount_minor, "redeemed")
+        elif op == "capture" and reply.settlement.state == spb.SETTLEMENT_STATE_SETTLED:
+            card = next(c for h, c in self.pools.holds if h == request.hold_id)
+            self.model.move(card, -reply.settlement.amount.amount_minor, "captured")
+        elif op == "void" and reply.credited.amount_minor > 0 and request.transaction_id not in self.pools.voided:
+            self.pools.voided.add(request.transaction_id)
+            self._credit(reply.redemption.masked_number, reply.credited.amount_minor, "voided")
+        elif op == "refund":
+            for part in reply.parts:
+                self._credit(part.masked_number, part.amount.amount_minor, "refunded")
+        elif op == "exchange":
+            self.model.move(request.from_card.card_number, -reply.moved.amount_minor, "exchanged_out")
+            self.model.move(request.to_card.card_number, reply.moved.amount_minor, "exchanged_in")
 
     def _answered(self, op: str, began: float) -> None:
         took = time.monotonic() - began
