@@ -262,15 +262,18 @@ class NativeLedger:
         *,
         pin: str | None = None,
         client_txn_id: str,
+        max_balance_minor: int | None = None,
     ) -> LedgerResult:
         """inactive -> active plus a load of `amount_minor`; an unknown card is created active
-        (an open-loop sell). An active card is refused with CARD_ALREADY_ACTIVE and not loaded."""
+        (an open-loop sell). An active card is refused with CARD_ALREADY_ACTIVE and not loaded.
+        `max_balance_minor`: the merchant's cap, checked in the script (see `credit`)."""
         card = self._card(merchant, card_number)
         _check_currency(currency)
         self._check_amount("amount_minor", amount_minor, minimum=0)
         return _result(await self._run(
             "activate", card, amount_minor, currency, card.masked, pin=pin,
             client_txn_id=client_txn_id, fingerprint=_fingerprint("activate", amount_minor, currency),
+            max_balance=max_balance_minor,
         ))
 
     async def hold(
@@ -375,8 +378,14 @@ class NativeLedger:
         *,
         client_txn_id: str,
         kind: str = "reload",
+        max_balance_minor: int | None = None,
     ) -> LedgerResult:
-        """Add value to an active card: kind "reload" (fund) or "refund"."""
+        """Add value to an active card: kind "reload" (fund) or "refund".
+
+        `max_balance_minor` is the merchant's maximum card balance (the lower of it and the
+        ledger's own cap applies). It is checked inside the credit script, against the balance the
+        script reads, so concurrent reloads that each fit alone cannot together exceed it: the
+        one that would is refused with BALANCE_LIMIT_EXCEEDED and credits nothing."""
         card = self._card(merchant, card_number)
         _check_currency(currency)
         self._check_amount("amount_minor", amount_minor)
@@ -384,7 +393,7 @@ class NativeLedger:
             raise invalid_argument("kind", "kind must be reload or refund")
         return _result(await self._run(
             "credit", card, amount_minor, currency, kind, client_txn_id=client_txn_id,
-            fingerprint=_fingerprint(kind, amount_minor, currency),
+            fingerprint=_fingerprint(kind, amount_minor, currency), max_balance=max_balance_minor,
         ))
 
     async def reverse(
@@ -504,14 +513,17 @@ class NativeLedger:
         fingerprint: str = "",
         pin: str | None = None,
         pin_required: bool = False,
+        max_balance: int | None = None,
     ) -> dict[str, Any]:
-        """Run one ledger script on one card; its error replies become MeshError."""
+        """Run one ledger script on one card; its error replies become MeshError. `max_balance`
+        (a merchant's cap) lowers the ledger's own maximum balance for this call (ARGV[9])."""
         if client_txn_id != "" or fingerprint:
             _check_id("client_txn_id", client_txn_id)
         pin_hash = "" if pin is None else self._pin_hash(card.card_id, pin)
         header = [
             self._now_ms(), client_txn_id, fingerprint, _new_id("t"), pin_hash, int(pin_required),
-            self._max_pin_failures, self._pin_lock_ms, self._max_balance,
+            self._max_pin_failures, self._pin_lock_ms,
+            self._max_balance if not max_balance or max_balance <= 0 else min(max_balance, self._max_balance),
         ]
         try:
             raw = await self._scripts[script](keys=card.keys, args=[*header, *op_args])

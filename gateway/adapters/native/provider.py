@@ -2,9 +2,17 @@
 
 Everything is native here: real holds, partial redeem, tip, reversal by reference id, cash-out,
 exchange, activation, and allocation of e-gift numbers from a card program (see `allocate`).
+
+The merchant's maximum card balance (`merchants.<m>.max_card_balance_minor`) is enforced by the
+ledger itself on credit and activate: the cap goes into the script's ARGV header, so the check and
+the credit are one atomic step and concurrent reloads cannot together exceed it (a check by the
+caller before the call can be passed by two reloads at once). Vendor providers enforce their own
+caps; the refund service's check before the call is the only one the mesh makes for them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from common.errors import invalid_argument
 from common.money import Money
@@ -51,19 +59,23 @@ class NativeProvider(UnsupportedOperations):
 
     def __init__(
         self, ledger: NativeLedger, *, programs: CardPrograms | None = None,
-        allocations: AllocationStore | None = None,
+        allocations: AllocationStore | None = None, max_balances: Mapping[str, int] | None = None,
     ) -> None:
         self._ledger = ledger
         self._programs = programs or CardPrograms({})
         self._allocations = allocations
+        # merchant -> maximum card balance (minor units); a merchant not listed gets the ledger's cap.
+        self._max_balances = max_balances or {}
 
     @classmethod
     def from_settings(cls, ledger: NativeLedger, redis, settings) -> "NativeProvider":
         """The provider with the card programs of every merchant's native profile
-        (`providers[].options.programs`) and an allocation store sealed with the card hash key."""
+        (`providers[].options.programs`), an allocation store sealed with the card hash key, and
+        every merchant's maximum card balance."""
         return cls(
             ledger, programs=CardPrograms.from_settings(settings),
             allocations=AllocationStore(redis, settings.card_hash_key),
+            max_balances={m: s.max_card_balance_minor for m, s in settings.merchants.items()},
         )
 
     async def balance(self, merchant, card):
@@ -103,7 +115,8 @@ class NativeProvider(UnsupportedOperations):
 
     async def credit(self, merchant, reference_id, card, amount, *, kind):
         result = await self._ledger.credit(
-            merchant, _number(card), amount.amount_minor, amount.currency, client_txn_id=reference_id, kind=kind
+            merchant, _number(card), amount.amount_minor, amount.currency, client_txn_id=reference_id, kind=kind,
+            max_balance_minor=self._max_balances.get(merchant),
         )
         return _result(card, result)
 
@@ -115,7 +128,8 @@ class NativeProvider(UnsupportedOperations):
 
     async def activate(self, merchant, reference_id, card, amount, *, promo_code):
         result = await self._ledger.activate(
-            merchant, _number(card), amount.amount_minor, amount.currency, pin=card.pin, client_txn_id=reference_id
+            merchant, _number(card), amount.amount_minor, amount.currency, pin=card.pin, client_txn_id=reference_id,
+            max_balance_minor=self._max_balances.get(merchant),
         )
         return _result(card, result)
 

@@ -16,7 +16,8 @@
 -- ARGV header (the same for every script; operation arguments start at ARGV[10]):
 --   ARGV[1] now_ms   ARGV[2] client_txn_id or ""   ARGV[3] request fingerprint
 --   ARGV[4] id for a new transaction   ARGV[5] PIN HMAC or ""   ARGV[6] "1" if a PIN is required
---   ARGV[7] PIN failures before lockout   ARGV[8] lockout ms   ARGV[9] max balance (minor units)
+--   ARGV[7] PIN failures before lockout   ARGV[8] lockout ms   ARGV[9] max balance (minor units):
+--   the ledger's own cap, or the merchant's lower one for this call (credit, activate)
 -- Errors: raised as {err = "REASON {json}"}; ledger.py maps REASON to a gRPC code. Validation
 -- happens before any money write, so a refused call changes nothing except the PIN-failure counter
 -- and the lazy expiry of holds (both are meant to stick).
