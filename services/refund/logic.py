@@ -26,6 +26,7 @@ from common.idempotency import TRANSIENT_CODES
 from common.money import Money
 from giftcard.gateway.v1 import gateway_pb2
 from giftcard.type.v1 import card_pb2, money_pb2, transaction_pb2
+from services.refund.split import Payment, RefundTooLarge, split_refund
 
 RELOAD_LIMIT_EXCEEDED = "RELOAD_LIMIT_EXCEEDED"
 BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
@@ -76,6 +77,11 @@ class CardToCardResult:
     proxy_number: str = ""
 
 
+def order_part_id(request_id: str, payment_id: str) -> str:
+    """The refund id of one part of a refund by order: fixed by the request and the payment."""
+    return "ord." + hashlib.sha256(f"{request_id}\0{payment_id}".encode()).hexdigest()[:32]
+
+
 class RefundLogic:
     def __init__(self, gateway, transactions=None, refunds=None, holds=None, captures=None) -> None:
         self._gateway = gateway
@@ -117,6 +123,88 @@ class RefundLogic:
         await self._refunds.settle(merchant, transaction_id, request_id, "done", reply.result.provider_transaction_id)
         txn = transaction_pb(reference_id, transaction_pb2.TRANSACTION_KIND_REFUND, reply.result, order_id=order_id)
         return masked, txn
+
+    # -- refund of an order (its payments split by strategy) --------------------------------------
+
+    async def refund_order(
+        self, merchant: str, request_id: str, order_id: str, amount: Money, strategy: str
+    ) -> list[tuple[str, str, Money, transaction_pb2.Transaction]]:
+        """Refund `amount` of an order over its payments: [(masked, payment id, part, refund txn)].
+
+        The split is computed once and stored under the request (a retry runs the same parts),
+        then every part is reserved against its payment before any card is credited: when one
+        reservation fails (a concurrent refund took the money), the ones this call made are
+        returned and nothing moves. Each part then runs the per-payment path with a refund id
+        derived from (request_id, payment id), so a retried request never refunds twice."""
+        if self._transactions is None or self._refunds is None:
+            raise MeshError(grpc.StatusCode.UNIMPLEMENTED, "OPERATION_NOT_SUPPORTED", "refunds are not configured")
+        orders = self._transactions.orders
+        plan = await orders.plan(merchant, order_id, request_id)
+        if plan is None:
+            payments = await self._refundable(merchant, order_id, amount.currency)
+            try:
+                parts = split_refund(amount.amount_minor, payments, strategy)
+            except RefundTooLarge as exc:
+                raise failed_precondition(
+                    "AMOUNT_EXCEEDS_REFUNDABLE", "the refund exceeds what is left to refund of this order",
+                    refundable_minor=str(exc.refundable_minor),
+                ) from None
+            plan = await orders.save_plan(merchant, order_id, request_id, {
+                "amount": amount.amount_minor, "currency": amount.currency, "parts": parts,
+            })
+        if plan["amount"] != amount.amount_minor or plan["currency"] != amount.currency:
+            raise failed_precondition("IDEMPOTENCY_KEY_REUSED", "request_id was already used for another refund")
+        parts = [(payment_id, part, order_part_id(request_id, payment_id)) for payment_id, part in plan["parts"]]
+        await self._reserve_all(merchant, order_id, request_id, amount.currency, parts)
+        done = []
+        for payment_id, part, part_id in parts:
+            masked, txn = await self.refund_transaction(merchant, part_id, payment_id, Money(part, amount.currency))
+            done.append((masked, payment_id, Money(part, amount.currency), txn))
+        return done
+
+    async def _reserve_all(self, merchant, order_id, request_id, currency, parts) -> None:
+        reserved = []
+        try:
+            for payment_id, part, part_id in parts:
+                new, state = await self._refunds.reserve(merchant, payment_id, part_id, part, currency)
+                if state == "aborted":
+                    raise failed_precondition("REFUND_REFUSED", "this refund was refused by the provider")
+                if new:
+                    reserved.append((payment_id, part_id))
+        except MeshError as error:
+            # Only reservations made by this call are returned: an older one may belong to a credit
+            # that already reached the provider (a retry after a crash), and must stay.
+            for payment_id, part_id in reserved:
+                await self._refunds.settle(merchant, payment_id, part_id, "aborted")
+            await self._transactions.orders.drop_plan(merchant, order_id, request_id)
+            if error.reason in ("AMOUNT_EXCEEDS_REFUNDABLE", "TRANSACTION_NOT_REFUNDABLE"):
+                raise failed_precondition(
+                    "AMOUNT_EXCEEDS_REFUNDABLE", "the refund exceeds what is left to refund of this order",
+                ) from None
+            raise
+
+    async def _refundable(self, merchant: str, order_id: str, currency: str) -> list[Payment]:
+        """The order's payments in `currency` with what is left to refund of each (approved,
+        not voided redemptions; settled captures), in payment order."""
+        found = []
+        for payment_id, seq in await self._transactions.orders.payments(merchant, order_id):
+            if self._refunds.is_capture(payment_id):
+                item = await self._captures.get(merchant, payment_id)
+                if item is None or item.get("state") != "settled" or item.get("currency") != currency:
+                    continue
+                paid = int(item.get("captured") or 0)
+            else:
+                try:
+                    record = await self._transactions.get(merchant, payment_id)
+                except MeshError:
+                    continue  # indexed before its record was written, and never written
+                if record.kind != "redemption" or record.state != "approved" or record.currency != currency:
+                    continue
+                paid = record.redeemed - record.reversed_amount
+            total, _ = await self._refunds.totals(merchant, payment_id)
+            if paid - total > 0:
+                found.append(Payment(payment_id, seq, paid - total))
+        return found
 
     async def _payment(self, merchant: str, transaction_id: str) -> tuple[card_pb2.CardRef, str, str]:
         """(card that paid, masked number, order id) of a redemption or a settled capture; another

@@ -2,8 +2,8 @@
 
 RefundToNewCard's stored response can carry a new card's one-time credentials, so it is sealed
 (AES-GCM) in the idempotency record. `Refund` by transaction_id refunds one redemption (recorded by
-the authorization service in services/shared); by order_id it answers UNIMPLEMENTED until an
-order -> payments index exists.
+the authorization service in services/shared); by order_id it splits the amount over the order's
+payments (services/shared/orders.py index, services/refund/split.py) and refunds each part.
 """
 
 from __future__ import annotations
@@ -21,10 +21,15 @@ from common.validation import card_from_proto, money_from_proto, require_id
 from giftcard.refund.v1 import refund_pb2 as pb
 from giftcard.refund.v1 import refund_pb2_grpc
 from services.refund.logic import FUND_EXISTING, NEW_CARD, RefundLogic, money_pb
+from services.refund.split import FIRST_PAID_FIRST, LAST_PAID_FIRST, PRO_RATA
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["RefundService"].full_name
 _POLICY_PB = {NEW_CARD: pb.REFUND_TO_CARD_POLICY_NEW_CARD, FUND_EXISTING: pb.REFUND_TO_CARD_POLICY_FUND_EXISTING}
 _POLICY = {v: k for k, v in _POLICY_PB.items()}
+_SPLIT = {
+    pb.REFUND_SPLIT_STRATEGY_LAST_PAID_FIRST: LAST_PAID_FIRST, pb.REFUND_SPLIT_STRATEGY_FIRST_PAID_FIRST: FIRST_PAID_FIRST,
+    pb.REFUND_SPLIT_STRATEGY_PRO_RATA: PRO_RATA,
+}
 
 
 class RefundServicer(refund_pb2_grpc.RefundServiceServicer):
@@ -50,10 +55,7 @@ class RefundServicer(refund_pb2_grpc.RefundServiceServicer):
         if reference is None:
             raise invalid_argument("transaction_id", "set transaction_id (or order_id)")
         if reference == "order_id":
-            raise MeshError(
-                grpc.StatusCode.UNIMPLEMENTED, "OPERATION_NOT_SUPPORTED",
-                "refund by order_id is not supported yet; refund each transaction_id",
-            )
+            return await self._refund_order(merchant, settings, request)
         transaction_id = require_id(request.transaction_id, "transaction_id")
         amount = money_from_proto(request.amount, "amount", allowed_currencies=settings.currencies)
 
@@ -63,6 +65,24 @@ class RefundServicer(refund_pb2_grpc.RefundServiceServicer):
                 masked_number=masked, original_transaction_id=transaction_id, amount=money_pb(amount), transaction=txn,
             )
             return pb.RefundResponse(parts=[part], total_refunded=money_pb(amount))
+
+        return await self._idempotency.run(
+            merchant, f"{_SERVICE}/Refund", request.request_id, request, handler, pb.RefundResponse
+        )
+
+    async def _refund_order(self, merchant: str, settings: MerchantSettings, request: pb.RefundRequest):
+        order_id = require_id(request.order_id, "order_id")
+        amount = money_from_proto(request.amount, "amount", allowed_currencies=settings.currencies)
+        strategy = _SPLIT.get(request.strategy, settings.refund_split)
+
+        async def handler():
+            done = await self._logic.refund_order(merchant, request.request_id, order_id, amount, strategy)
+            parts = [
+                pb.RefundPart(masked_number=masked, original_transaction_id=payment_id, amount=money_pb(part),
+                              transaction=txn)
+                for masked, payment_id, part, txn in done
+            ]
+            return pb.RefundResponse(parts=parts, total_refunded=money_pb(amount))
 
         return await self._idempotency.run(
             merchant, f"{_SERVICE}/Refund", request.request_id, request, handler, pb.RefundResponse

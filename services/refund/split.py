@@ -9,8 +9,8 @@ Pure arithmetic on integer minor units, so it can be checked exhaustively withou
   remainder, ties to the earlier payment, so the parts always add up to the amount exactly and no
   part exceeds its payment's refundable amount.
 
-The order flow that uses it (RefundService.Refund by order_id) needs the authorization service to
-index an order's payments; until then only the split itself exists.
+The order flow that uses it is RefundService.Refund by order_id (logic.py refund_order), over the
+order index in services/shared/orders.py.
 """
 
 from __future__ import annotations

@@ -93,6 +93,8 @@ class SettlementLogic:
         hold = await self.holds.get(merchant, hold_id)
         if amount.currency != hold.currency:
             raise invalid_argument("amount.currency_code", f"the hold is in {hold.currency}", CURRENCY_MISMATCH)
+        if hold.order_id:  # before the item exists: refund by order finds every capture
+            await self._authorization.transactions.orders.add(merchant, hold.order_id, settlement_id)
         now = now_ms()
         item = {
             "id": settlement_id, "hold_id": hold_id, "shipment_id": shipment_id, "invoice_id": invoice_id,

@@ -26,6 +26,7 @@ from common.sealing import Sealer
 from giftcard.type.v1 import card_pb2
 from services.shared.holds import now_ms
 from services.shared.keys import record_key, redemption_refunds_key
+from services.shared.orders import OrderIndex
 from services.shared.scripts import Scripts, decode_hash, text
 
 PENDING, APPROVED, DECLINED, REVERSING, REVERSED = "pending", "approved", "declined", "reversing", "reversed"
@@ -75,6 +76,7 @@ class TransactionStore:
         self._redis = redis
         self._scripts = Scripts(redis)
         self._sealer = sealer
+        self.orders = OrderIndex(redis)
 
     @staticmethod
     def key(merchant: str, transaction_id: str) -> str:
@@ -91,7 +93,11 @@ class TransactionStore:
         currency: str, amount: int, tip: int, order_id: str, client_transaction_id: str,
         reference_id: str, kind: str = REDEMPTION, checkout_id: str = "",
     ) -> str:
-        """Write the record before the provider call; returns its state (not pending: a retry)."""
+        """Write the record before the provider call; returns its state (not pending: a retry).
+        The order index entry comes first (see orders.py: it may name a payment never approved,
+        never miss an approved one)."""
+        if order_id:
+            await self.orders.add(merchant, order_id, transaction_id)
         key = self.key(merchant, transaction_id)
         fields = {
             "transaction_id": transaction_id, "client_transaction_id": client_transaction_id,

@@ -476,12 +476,3 @@ async def test_a_settled_capture_is_refunded_up_to_what_was_captured(mesh):
         grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND",
     )
     assert await balance_of(mesh, CARD_100) == (9000, card_pb2.CARD_STATUS_ACTIVE)
-
-
-async def test_refund_by_order_is_not_served_yet(mesh):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await mesh.stub("refund").Refund(
-            pb.RefundRequest(request_id="rf-8", order_id="order-r", amount=usd(100)), metadata=auth(), timeout=5
-        )
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert error_details(caught.value)[0] == "OPERATION_NOT_SUPPORTED"
