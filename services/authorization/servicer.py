@@ -56,7 +56,8 @@ def hold_pb(hold: HoldRecord) -> hold_pb2.Hold:
         released=money_pb(released, hold.currency), open=money_pb(open_minor, hold.currency),
         state=_HOLD_STATE[state], create_time=_stamp(hold.created_ms), expire_time=_stamp(hold.expires_at_ms),
         provider=hold.provider, hold_mode=hold.hold_mode, parent_hold_id=hold.parent_hold_id,
-        client_transaction_id=hold.client_transaction_id,
+        client_transaction_id=hold.client_transaction_id, advanced_hold_id=hold.advanced_hold_id,
+        transferred=money_pb(hold.transferred, hold.currency),
     )
 
 
