@@ -466,6 +466,8 @@ def test_external_secrets_are_referenced_and_no_secret_is_rendered(rendered_sets
         assert env["GIFTCARD_REDIS__PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "giftcard-redis", "key": "password"}
         assert env["GIFTCARD_SECURITY__CARD_HASH_KEY"]["valueFrom"]["secretKeyRef"] == {
             "name": "giftcard-card-hash-key", "key": "key"}
+        assert env["GIFTCARD_SECURITY__INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "giftcard-internal-token", "key": "token"}
         assert env["GIFTCARD_REDIS__URL"]["value"] == "rediss://giftcard-redis.example.internal:6380/0"
         assert env["GIFTCARD_REDIS__TLS"]["value"] == "true"
         assert env["GIFTCARD_TELEMETRY__OTLP_ENDPOINT"]["value"] == "http://otel-collector.observability.svc:4317"
@@ -481,6 +483,42 @@ def test_generated_card_hash_key_survives_uninstall(rendered_sets: dict[str, lis
     key_secret = secrets["giftcard-card-hash-key"]
     assert key_secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert len(key_secret["data"]["card-hash-key"]) >= 32
+
+
+def test_microservices_pods_get_the_internal_token_from_a_secret(value_set: tuple[str, list[dict]]) -> None:
+    """security.internal_token: scheduled jobs and recovery call the other services with it, so
+    every microservices-mode pod has it, from a Secret (a generated one is kept across upgrades),
+    and it is never in the ConfigMap; the all-in-one pod calls in-process and has none."""
+    name, manifests = value_set
+    secrets = rendered_secrets(manifests)
+    all_in_one = name == "all-in-one"
+    for deployment in mesh_deployments(manifests):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        entry = env_of(container).get("GIFTCARD_SECURITY__INTERNAL_TOKEN")
+        if all_in_one:
+            assert entry is None
+            continue
+        assert entry is not None, component(deployment)
+        assert "value" not in entry
+        ref = entry["valueFrom"]["secretKeyRef"]
+        if name == "external-secrets":
+            assert ref == {"name": "giftcard-internal-token", "key": "token"}
+        else:
+            assert ref == {"name": "giftcard-internal-token", "key": "internal-token"}
+            assert len(secrets[ref["name"]][ref["key"]]) >= 32
+    generated = by_name(manifests, "Secret").get("giftcard-internal-token")
+    assert (generated is not None) == (name in ("default", "bundled-redis"))
+    config = of_kind(manifests, "ConfigMap")[0]["data"]["config.yaml"]
+    assert "internal_token" not in config
+    if generated is not None:
+        assert secrets["giftcard-internal-token"]["internal-token"] not in config
+
+
+def test_internal_token_value_is_rendered_into_the_secret_only(render: Callable[..., list[dict]]) -> None:
+    token = "t0k3n-" + "x" * 40
+    manifests = render(sets=[f"security.internalToken.value={token}"])
+    assert rendered_secrets(manifests)["giftcard-internal-token"] == {"internal-token": token}
+    assert all(token not in json.dumps(m) for m in manifests if m["kind"] != "Secret")
 
 
 def test_bundled_redis_is_durable_password_protected_and_wired_in(rendered_sets: dict[str, list[dict]]) -> None:
@@ -568,6 +606,7 @@ def test_the_app_loads_the_rendered_config_env_and_merchants(
     # existingSecret sets: stand-ins for what the operator's Secrets would hold.
     secrets.setdefault("giftcard-redis", {"password": "s3cret"})
     secrets.setdefault("giftcard-card-hash-key", {"key": "k" * 48})
+    secrets.setdefault("giftcard-internal-token", {"token": "t" * 48})
     secrets.setdefault("giftcard-merchants", {"merchants.yaml": "merchants: {}\n"})
     config_file = tmp_path / "config.yaml"
     config_file.write_text(of_kind(manifests, "ConfigMap")[0]["data"]["config.yaml"])
@@ -595,6 +634,7 @@ def test_the_app_loads_the_rendered_config_env_and_merchants(
         assert (settings.redis.password is not None) == (name in ("external-secrets", "bundled-redis"))
         if component(deployment) != "all":
             assert set(settings.endpoints) == set(SERVICES)
+        assert (settings.security.internal_token is not None) == (component(deployment) != "all")
         if name == "bundled-redis":
             assert set(settings.merchants) == {"demo-retailer", "clutch-retailer"}
             clutch = settings.merchants["clutch-retailer"]
@@ -773,6 +813,7 @@ SCHEMA_REJECTIONS = [
      "at '/merchants/entries/acme/providers/0/provider'"),
     (["serviceDefaults.resources.limits=null"], "at '/serviceDefaults/resources'"),
     (["telemetry.traceSampleRatio=2"], "at '/telemetry/traceSampleRatio'"),
+    (["security.internalToken.value=short"], "at '/security/internalToken/value'"),
 ]
 
 
@@ -795,6 +836,8 @@ TEMPLATE_REJECTIONS = [
      "services.gateway.autoscaling: minReplicas (5) is greater than maxReplicas (3)"),
     (["merchants.existingSecret=m", "merchants.entries.acme.api_key_sha256[0]=" + "a" * 64],
      "set either merchants.existingSecret or merchants.entries, not both"),
+    (["security.internalToken.existingSecret=t", "security.internalToken.value=" + "x" * 32],
+     "set either security.internalToken.existingSecret or security.internalToken.value, not both"),
 ]
 
 

@@ -165,6 +165,14 @@ Redis: URL, port (for NetworkPolicy), and the Secret holding the password ("" = 
 {{- if .Values.security.cardHashKey.existingSecret }}{{ .Values.security.cardHashKey.existingSecretKey }}{{ else }}card-hash-key{{ end }}
 {{- end }}
 
+{{- define "giftcard.internalTokenSecretName" -}}
+{{- .Values.security.internalToken.existingSecret | default (include "giftcard.componentName" (dict "root" . "component" "internal-token")) }}
+{{- end }}
+
+{{- define "giftcard.internalTokenSecretKey" -}}
+{{- if .Values.security.internalToken.existingSecret }}{{ .Values.security.internalToken.existingSecretKey }}{{ else }}internal-token{{ end }}
+{{- end }}
+
 {{/*
 A base64 random secret value that survives upgrades: reuse the one in the live Secret when
 there is one (lookup is empty under `helm template` and --dry-run, so those get a fresh value).
@@ -198,6 +206,9 @@ Checks the JSON schema cannot express; each fails the render with the value path
 {{- end }}
 {{- if and .Values.security.cardHashKey.existingSecret .Values.security.cardHashKey.value }}
 {{- fail "set either security.cardHashKey.existingSecret or security.cardHashKey.value, not both" }}
+{{- end }}
+{{- if and .Values.security.internalToken.existingSecret .Values.security.internalToken.value }}
+{{- fail "set either security.internalToken.existingSecret or security.internalToken.value, not both" }}
 {{- end }}
 {{- if and .Values.redis.auth.existingSecret .Values.redis.auth.password }}
 {{- fail "set either redis.auth.existingSecret or redis.auth.password, not both" }}

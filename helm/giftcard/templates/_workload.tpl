@@ -124,6 +124,14 @@ spec:
                 secretKeyRef:
                   name: {{ include "giftcard.cardHashSecretName" $root }}
                   key: {{ include "giftcard.cardHashSecretKey" $root }}
+            {{- if ne $component "all" }}
+            # The mesh's own identity for calls between services (scheduled jobs, recovery).
+            - name: GIFTCARD_SECURITY__INTERNAL_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "giftcard.internalTokenSecretName" $root }}
+                  key: {{ include "giftcard.internalTokenSecretKey" $root }}
+            {{- end }}
             {{- with $root.Values.telemetry.otlpEndpoint }}
             - name: GIFTCARD_TELEMETRY__OTLP_ENDPOINT
               value: {{ . | quote }}
