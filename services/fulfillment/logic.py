@@ -169,6 +169,10 @@ class FulfillmentLogic:
                 record = self._settled(record)
                 if creds is None:  # completed by a concurrent request that handed them out
                     raise _already_active(record)
+                if not resumed and record.get("resumed") == "1":
+                    # The resolver completed it under this request: this request hands the
+                    # credentials out, so they need not wait on the record any longer.
+                    await self._store.transition(record, (COMPLETED,), COMPLETED, sealed="", resumed="")
                 return record, creds
         raise _contended(record)
 
