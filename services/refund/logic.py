@@ -157,8 +157,18 @@ class RefundLogic:
         parts = [(payment_id, part, order_part_id(request_id, payment_id)) for payment_id, part in plan["parts"]]
         await self._reserve_all(merchant, order_id, request_id, amount.currency, parts)
         done = []
-        for payment_id, part, part_id in parts:
-            masked, txn = await self.refund_transaction(merchant, part_id, payment_id, Money(part, amount.currency))
+        for index, (payment_id, part, part_id) in enumerate(parts):
+            try:
+                masked, txn = await self.refund_transaction(merchant, part_id, payment_id, Money(part, amount.currency))
+            except MeshError as error:
+                if not _transient(error):
+                    # A final refusal of this part (the card was closed...): the parts after it were
+                    # never sent (parts run in order, and an earlier attempt could not pass this
+                    # one), so their reservations return; the parts before it stay refunded.
+                    for later_id, _, later_part_id in parts[index + 1:]:
+                        await self._refunds.settle(merchant, later_id, later_part_id, "aborted")
+                    error.metadata["refunded_minor"] = str(sum(m.amount_minor for _, _, m, _ in done))
+                raise
             done.append((masked, payment_id, Money(part, amount.currency), txn))
         return done
 

@@ -155,3 +155,24 @@ async def test_concurrent_order_refunds_never_exceed_what_the_order_paid(mesh):
     left = 75_01 - 10_00 * outcomes.count("OK")
     await refund(mesh, by_order(rid(), order_id, left))
     assert await balances(mesh, cards) == [50_00, 50_00, 50_00]
+
+
+async def test_a_part_refused_by_the_provider_returns_the_later_reservations(mesh, redis_client):
+    order_id, cards, txns = await paid_order(mesh)
+    # The middle card is cashed out (deactivated): its part of a refund is refused.
+    await mesh.stub("refund").CashOut(pb.CashOutRequest(request_id=rid(), card=card(cards[1])), metadata=auth(), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        # Last-paid-first: 24.99, 25.00, 10.01; the parts are credited oldest payment first.
+        await refund(mesh, by_order(rid(), order_id, 60_00))
+    reason, metadata, _ = error_details(caught.value)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, reason
+    assert metadata["refunded_minor"] == "2499"
+    assert (await balance_of(mesh, cards[0]))[0] == 34_99
+    # The last payment's reservation came back: all 10.01 of it can still be refunded.
+    reply = await refund(mesh, pb.RefundRequest(request_id=rid(), transaction_id=txns[2], amount=usd(10_01)))
+    assert reply.total_refunded.amount_minor == 10_01
+    assert (await balance_of(mesh, cards[2]))[0] == 50_00
+    # The index holds payment ids only, never a card number.
+    async for key in redis_client.scan_iter(match="mesh:order:*"):
+        dump = repr(await redis_client.dump(key))
+        assert not any(number in dump or number[-8:] in dump for number in cards)
