@@ -105,3 +105,28 @@ async def test_resolver_replays_an_activation_the_provider_did_without_a_second_
     assert (await get_activation(mesh, "order-s")).state == pb.ACTIVATION_STATE_COMPLETED
     assert await balance_of(mesh, allocated.card_number, allocated.pin) == (3000, card_pb2.CARD_STATUS_ACTIVE)
     assert len(await order_events(redis_client)) == 1
+
+
+async def test_the_scheduler_resumes_a_line_in_microservices_mode_with_only_the_internal_token(
+    redis_client, redis_url, watch,  # noqa: F811
+):
+    """Separate processes, no merchant job key: settlement's own scheduler reaches the gateway with
+    security.internal_token and finishes the line on its own."""
+    running = await start_mesh(
+        "separate", redis_url, merchants=merchants(),
+        security={"dev_mode": True, "internal_token": "internal-test-token-0123456789"},
+        settlement={"tick_seconds": 0.2, "resolver_interval_seconds": 0.5, "resolver_grace_seconds": GRACE},
+    )
+    try:
+        gateway = await crash_once(running, "Activate", after=False, order="order-t")
+        allocated = gateway.allocations[0]
+        watch.add(allocated.card_number, allocated.pin)
+        for _ in range(100):
+            if (await get_activation(running, "order-t")).state == pb.ACTIVATION_STATE_COMPLETED:
+                break
+            await asyncio.sleep(0.2)
+        assert (await get_activation(running, "order-t")).state == pb.ACTIVATION_STATE_COMPLETED
+        assert await balance_of(running, allocated.card_number, allocated.pin) == (3000, card_pb2.CARD_STATUS_ACTIVE)
+        assert len(await order_events(redis_client)) == 1
+    finally:
+        await running.close()
