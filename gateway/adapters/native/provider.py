@@ -160,7 +160,7 @@ class NativeProvider(UnsupportedOperations):
         card = CardId("card_number", creds.card_number)
         loaded = await self._ledger.activate(
             merchant, creds.card_number, amount.amount_minor, amount.currency,
-            client_txn_id=reference_id,
+            client_txn_id=reference_id, max_balance_minor=self._max_balances.get(merchant),
         )
         return Allocation(
             result=_result(card, loaded), claim_url=creds.claim_url,
