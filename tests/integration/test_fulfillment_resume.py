@@ -6,6 +6,7 @@ and publishes one order event; the client's retry then receives the credentials.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -20,12 +21,23 @@ from tests.integration.test_fulfillment import (
     issue_request,
     merchants,
     order_events,
-    watch,  # noqa: F401 - the autouse leak check (no card number or PIN in logs or Redis)
 )
 from tests.support.mesh import DEMO_KEY, MODES, auth, start_mesh
+from tests.support.secrets_scan import SecretWatch
 
 GRACE = 1.0
 SETTLEMENT = {"scheduler_enabled": False, "job_api_keys": {"demo": DEMO_KEY}, "resolver_grace_seconds": GRACE}
+
+
+@pytest.fixture(autouse=True)
+async def watch(caplog, redis_client):
+    """Every card number / PIN a test registers must appear in no log record and nowhere in Redis
+    (the resolver keeps the credentials sealed only)."""
+    caplog.set_level(logging.DEBUG)
+    secrets = SecretWatch()
+    yield secrets
+    assert secrets.leaks_in_logs(caplog.records) == []
+    assert await secrets.leaks_in_redis(redis_client) == []
 
 
 @pytest.fixture(params=MODES)
@@ -48,7 +60,7 @@ async def get_activation(mesh, order: str) -> pb.Activation:
     return reply.activation
 
 
-async def test_resolver_completes_an_allocated_line_with_the_same_card_once(mesh, redis_client, watch):  # noqa: F811
+async def test_resolver_completes_an_allocated_line_with_the_same_card_once(mesh, redis_client, watch):
     cards_before = await card_count(redis_client)
     gateway = await crash_once(mesh, "Activate", after=False, order="order-r")
     allocated = gateway.allocations[0]
@@ -91,7 +103,7 @@ async def test_resolver_completes_an_allocated_line_with_the_same_card_once(mesh
     assert len(await order_events(redis_client)) == 1
 
 
-async def test_resolver_replays_an_activation_the_provider_did_without_a_second_load(mesh, redis_client, watch):  # noqa: F811
+async def test_resolver_replays_an_activation_the_provider_did_without_a_second_load(mesh, redis_client, watch):
     # The provider activated and loaded the card, the service never heard: the line is ALLOCATED
     # and the resolver's activation (same reference id) is a replay.
     gateway = await crash_once(mesh, "Activate", after=True, order="order-s")
@@ -108,7 +120,7 @@ async def test_resolver_replays_an_activation_the_provider_did_without_a_second_
 
 
 async def test_the_scheduler_resumes_a_line_in_microservices_mode_with_only_the_internal_token(
-    redis_client, redis_url, watch,  # noqa: F811
+    redis_client, redis_url, watch,
 ):
     """Separate processes, no merchant job key: settlement's own scheduler reaches the gateway with
     security.internal_token and finishes the line on its own."""
