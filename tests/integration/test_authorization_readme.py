@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.integration.test_grpcurl_style import grpcurl
+from tests.support.grpcurl import grpcurl
 from tests.support.mesh import start_mesh
 
 README = Path(__file__).resolve().parents[2] / "services" / "authorization" / "README.md"
@@ -21,7 +21,8 @@ async def test_readme_examples_work_as_written(redis_client, redis_url):
     mesh = await start_mesh("all-in-one", redis_url)
     address = f"127.0.0.1:{mesh.ports['authorization']}"
     try:
-        replies = [await asyncio.to_thread(grpcurl, address, method, body) for body, method in examples]
+        headers = {"authorization": "Bearer dev-demo-key"}
+        replies = [await asyncio.to_thread(grpcurl, address, method, body, headers) for body, method in examples]
     finally:
         await mesh.close()
     authorize, get_hold, part, rest, redeem, void, reverse, checkout_ok, checkout_declined = replies
