@@ -12,12 +12,13 @@ from __future__ import annotations
 import grpc
 
 from common.config import ProviderProfile
-from common.errors import INSUFFICIENT_FUNDS, MeshError, invalid_argument
+from common.errors import INSUFFICIENT_FUNDS, MeshError
 from common.money import Money
 from gateway.adapters.ackroo import translate as t
 from gateway.adapters.ackroo import wire
 from gateway.adapters.ackroo.client import AckrooClient
 from gateway.adapters.http import wire_amount
+from gateway.adapters.vendor import VendorProvider
 from gateway.ports import (
     ACTIVE,
     INACTIVE,
@@ -25,7 +26,6 @@ from gateway.ports import (
     Capabilities,
     OperationResult,
     Reversal,
-    UnsupportedOperations,
     unsupported,
 )
 
@@ -37,7 +37,7 @@ CAPABILITIES = Capabilities(
 )
 
 
-class AckrooProvider(UnsupportedOperations):
+class AckrooProvider(VendorProvider):
     name = "ackroo"
     capabilities = CAPABILITIES
 
@@ -60,12 +60,7 @@ class AckrooProvider(UnsupportedOperations):
             currency=str(options.get("currency", "USD")),
         )
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
-    def _check_currency(self, amount: Money) -> None:
-        if amount.currency != self._currency:
-            raise invalid_argument("amount.currency_code", f"this ackroo program is in {self._currency}", "CURRENCY_MISMATCH")
 
     def _amount_request(self, card, amount: Money) -> dict:
         self._check_currency(amount)

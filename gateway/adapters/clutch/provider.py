@@ -32,7 +32,8 @@ from common.money import Money
 from gateway.adapters.clutch import translate as t
 from gateway.adapters.clutch.client import ClutchClient
 from gateway.adapters.journal import JournalEntry, MemoryReferenceJournal, ReferenceJournal, begin, tombstone
-from gateway.ports import Capabilities, OperationResult, Reversal, UnsupportedOperations, unsupported
+from gateway.adapters.vendor import VendorProvider
+from gateway.ports import Capabilities, OperationResult, Reversal, unsupported
 
 CAPABILITIES = Capabilities(
     hold_mode="native", partial_hold=True, partial_redeem=True, tip=False, reverse_by_reference=True,
@@ -58,7 +59,7 @@ def _parse_txn_id(value: str) -> tuple[str, Money, str] | None:
     return parts[0], Money(int(parts[1]), parts[2]), parts[3]
 
 
-class ClutchProvider(UnsupportedOperations):
+class ClutchProvider(VendorProvider):
     name = "clutch"
     capabilities = CAPABILITIES
 
@@ -75,13 +76,7 @@ class ClutchProvider(UnsupportedOperations):
             currency=str(profile.options.get("currency", "USD")), journal=journal,
         )
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
-    def _check_currency(self, amount: Money) -> None:
-        # Clutch requests carry no currency: the program's currency is the profile's.
-        if amount.currency != self._currency:
-            raise invalid_argument("amount.currency_code", f"this clutch program is in {self._currency}", "CURRENCY_MISMATCH")
 
     # -- holds ---------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from common.errors import CARD_INACTIVE, INSUFFICIENT_FUNDS, MeshError, invalid_
 from common.money import Money
 from gateway.adapters.paytronix import translate as t
 from gateway.adapters.paytronix.client import PaytronixClient
+from gateway.adapters.vendor import VendorProvider
 from gateway.ports import (
     ACTIVE,
     DEACTIVATED,
@@ -25,7 +26,6 @@ from gateway.ports import (
     Capabilities,
     OperationResult,
     Reversal,
-    UnsupportedOperations,
 )
 
 CAPABILITIES = Capabilities(
@@ -36,7 +36,7 @@ CAPABILITIES = Capabilities(
 )
 
 
-class PaytronixProvider(UnsupportedOperations):
+class PaytronixProvider(VendorProvider):
     name = "paytronix"
     capabilities = CAPABILITIES
 
@@ -60,15 +60,10 @@ class PaytronixProvider(UnsupportedOperations):
             currency=str(options.get("currency", "USD")), pos=pos,
         )
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     def _base(self) -> dict:
         return t.common(self._merchant_id, self._store, self._pos)
 
-    def _check_currency(self, amount: Money, field: str = "amount") -> None:
-        if amount.currency != self._currency:
-            raise invalid_argument(f"{field}.currency_code", f"this paytronix program is in {self._currency}", "CURRENCY_MISMATCH")
 
     async def balance(self, merchant, card):
         payload = {**self._base(), "cardInfo": t.card_info(card)}

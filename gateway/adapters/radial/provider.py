@@ -48,13 +48,13 @@ from gateway.adapters.journal import (
     begin,
     tombstone,
 )
+from gateway.adapters.vendor import VendorProvider
 from gateway.ports import (
     ACTIVE,
     DEACTIVATED,
     Capabilities,
     OperationResult,
     Reversal,
-    UnsupportedOperations,
     unsupported,
 )
 
@@ -76,7 +76,7 @@ def _remaining() -> float | None:
         return None
 
 
-class RadialProvider(UnsupportedOperations):
+class RadialProvider(VendorProvider):
     name = "radial"
     capabilities = CAPABILITIES
 
@@ -101,8 +101,6 @@ class RadialProvider(UnsupportedOperations):
             timeout_retries=int(options.get("timeout_retries", 3)), promo_code=str(options.get("promo_code", "")),
         )
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     # -- the Timeout rule ------------------------------------------------------------------------
 
@@ -135,9 +133,6 @@ class RadialProvider(UnsupportedOperations):
             raise t.error(reply, operation)
         return rid, reply
 
-    def _check_currency(self, amount: Money) -> None:
-        if amount.currency != self._currency:
-            raise invalid_argument("amount.currency_code", f"this radial store is in {self._currency}", "CURRENCY_MISMATCH")
 
     # -- the port ----------------------------------------------------------------------------------
 

@@ -35,7 +35,8 @@ from common.money import Money
 from gateway.adapters.journal import JournalEntry, MemoryReferenceJournal, ReferenceJournal, begin, tombstone
 from gateway.adapters.smartclixx import translate as t
 from gateway.adapters.smartclixx.client import SmartClixxClient
-from gateway.ports import ACTIVE, Capabilities, OperationResult, Reversal, UnsupportedOperations, unsupported
+from gateway.adapters.vendor import VendorProvider
+from gateway.ports import ACTIVE, Capabilities, OperationResult, Reversal, unsupported
 
 CAPABILITIES = Capabilities(
     hold_mode="native", partial_hold=True, partial_redeem=True, tip=False, reverse_by_reference=True,
@@ -48,7 +49,7 @@ REVERSE_SETTLEMENT = "reverse_settlement"
 _SETTLEMENT = "S:"
 
 
-class SmartClixxProvider(UnsupportedOperations):
+class SmartClixxProvider(VendorProvider):
     name = "smartclixx"
     capabilities = CAPABILITIES
 
@@ -65,13 +66,7 @@ class SmartClixxProvider(UnsupportedOperations):
             currency=str(profile.options.get("currency", "USD")), journal=journal,
         )
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
-    def _check_currency(self, amount: Money) -> None:
-        # No currency on SmartClixx's wire: the program's currency is the profile's.
-        if amount.currency != self._currency:
-            raise invalid_argument("amount.currency_code", f"this smartclixx program is in {self._currency}", "CURRENCY_MISMATCH")
 
     def _settlement(self, result: OperationResult) -> OperationResult:
         return OperationResult(
