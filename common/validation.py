@@ -62,3 +62,12 @@ def money_from_proto(
 def optional_money(message, name: str, field: str, **kwargs) -> Money | None:
     """The Money field `name` of `message` when set, else None."""
     return money_from_proto(getattr(message, name), field, **kwargs) if message.HasField(name) else None
+
+
+def timestamp_ms(timestamp, field: str) -> int:
+    """A `google.protobuf.Timestamp` -> epoch milliseconds; one outside 0001..9999 or with nanos
+    outside 0..999999999 is INVALID_ARGUMENT (protobuf raises ValueError, which would be INTERNAL)."""
+    try:
+        return timestamp.ToMilliseconds()
+    except ValueError:
+        raise invalid_argument(field, f"{field} is not a valid timestamp") from None

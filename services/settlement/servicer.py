@@ -14,7 +14,7 @@ from common.config import Settings
 from common.context import current_call
 from common.errors import invalid_argument
 from common.idempotency import IdempotencyStore
-from common.validation import money_from_proto, optional_money, require_id
+from common.validation import money_from_proto, optional_money, require_id, timestamp_ms
 from giftcard.settlement.v1 import settlement_pb2 as pb
 from giftcard.settlement.v1 import settlement_pb2_grpc
 from services.authorization.logic import money_pb
@@ -138,7 +138,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
             raise invalid_argument("reason", f"reason must be printable and at most {MAX_REASON_LENGTH} characters")
         run_ms = now_ms()
         if request.HasField("run_time"):
-            run_ms = request.run_time.ToMilliseconds()
+            run_ms = timestamp_ms(request.run_time, "run_time")
             if not 0 <= run_ms <= now_ms() + MAX_SCHEDULE_AHEAD_MS:
                 raise invalid_argument("run_time", "run_time must be after 1970 and at most 400 days ahead")
 

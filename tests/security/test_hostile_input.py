@@ -224,6 +224,48 @@ def test_invalid_utf8_in_every_string_field_of_every_rpc(served):
     assert_still_serving(served)
 
 
+def test_invalid_timestamps_and_durations_in_every_rpc_that_takes_one(served):
+    """Regression: ScheduleReversal answered INTERNAL for a run_time protobuf cannot convert
+    (seconds past year 9999, negative nanos); every Timestamp / Duration field is tried."""
+    from google.protobuf import duration_pb2, timestamp_pb2
+
+    checker = Checker(served)
+    bad_stamps = [timestamp_pb2.Timestamp(seconds=INT64_MAX), timestamp_pb2.Timestamp(seconds=-(2**63)),
+                  timestamp_pb2.Timestamp(seconds=1_900_000_000, nanos=-1),
+                  timestamp_pb2.Timestamp(seconds=1_900_000_000, nanos=1_000_000_000)]
+    bad_durations = [duration_pb2.Duration(seconds=INT64_MAX), duration_pb2.Duration(seconds=-1),
+                     duration_pb2.Duration(seconds=60, nanos=-1), duration_pb2.Duration(seconds=1, nanos=10**9)]
+    sent = 0
+    for rpc in RPCS:
+        for field in rpc.request.DESCRIPTOR.fields:
+            kind = field.message_type.full_name if field.message_type is not None else ""
+            values = {"google.protobuf.Timestamp": bad_stamps, "google.protobuf.Duration": bad_durations}.get(kind, [])
+            for value in values:
+                request = rpc.request(request_id=f"ts-{secrets.token_hex(4)}") \
+                    if "request_id" in rpc.request.DESCRIPTOR.fields_by_name else rpc.request()
+                getattr(request, field.name).CopyFrom(value)
+                checker.send(rpc, request, label="invalid time")
+                sent += 1
+    assert sent >= 12  # Authorize.expires_in, PlaceHold.expire_time, ScheduleReversal.run_time
+    # The same values in requests valid but for the time, so they reach the conversion.
+    from giftcard.gateway.v1 import gateway_pb2 as gpb
+    from giftcard.settlement.v1 import settlement_pb2 as spb
+
+    rpcs = {r.name: r for r in RPCS}
+    usd = money_pb2.Money(amount_minor=100, currency_code="USD")
+    demo = card_pb2.CardRef(card_number="6035710000000001")
+    for stamp in bad_stamps:
+        checker.send(rpcs["SettlementService.ScheduleReversal"], spb.ScheduleReversalRequest(
+            request_id=f"ts-{secrets.token_hex(4)}", hold_id="hld_0123456789abcdef", run_time=stamp), label="invalid time")
+        checker.send(rpcs["ProviderGatewayService.PlaceHold"], gpb.PlaceHoldRequest(
+            reference_id=f"ts-{secrets.token_hex(4)}", card=demo, amount=usd, expire_time=stamp), label="invalid time")
+    for duration in bad_durations:
+        checker.send(rpcs["AuthorizationService.Authorize"], apb.AuthorizeRequest(
+            request_id=f"ts-{secrets.token_hex(4)}", order_id="ts", card=demo, amount=usd, expires_in=duration),
+            label="invalid time")
+    assert_still_serving(served)
+
+
 def test_amounts_whose_sum_overflows_int64_across_tenders_and_cards(served):
     checker = Checker(served)
     rpcs = {r.name: r for r in RPCS}
