@@ -73,14 +73,17 @@ async def _crash_run(redis_url, tmp_path, *, kills: int, clients: int, operation
         stop = asyncio.Event()
         running = asyncio.gather(*(workload.client(operations, stop) for _ in range(clients)))
         crashes = 0
+        # The kills pace the run: clients go on until the last restart has served a while.
         for _ in range(kills):
-            await asyncio.sleep(rng.uniform(1.0, 4.0))
+            await asyncio.sleep(rng.uniform(0.5, 2.5))
             if running.done():
                 break
             target.kill()  # SIGKILL: no drain, in-flight calls die with it
             crashes += 1
             await asyncio.sleep(rng.uniform(0, 0.5))
             await target.start()
+        await asyncio.sleep(1.0)
+        stop.set()
         await running
         await _wait_resolved(redis_url, RESOLVER["resolver_grace_seconds"])
         report = await asyncio.to_thread(run_audit, redis_url, grace_seconds=RESOLVER["resolver_grace_seconds"] * 2)
@@ -104,9 +107,9 @@ async def _crash_run(redis_url, tmp_path, *, kills: int, clients: int, operation
 
 
 async def test_kill_9_mid_workload_loses_no_acknowledged_operation(redis_client, redis_url, tmp_path):
-    await _crash_run(redis_url, tmp_path, kills=3, clients=4, operations=35, seed=random.randrange(1 << 30))
+    await _crash_run(redis_url, tmp_path, kills=3, clients=4, operations=400, seed=random.randrange(1 << 30))
 
 
 @pytest.mark.slow
 async def test_kill_9_mid_workload_many_times(redis_client, redis_url, tmp_path):
-    await _crash_run(redis_url, tmp_path, kills=12, clients=6, operations=150, seed=random.randrange(1 << 30))
+    await _crash_run(redis_url, tmp_path, kills=12, clients=6, operations=2000, seed=random.randrange(1 << 30))

@@ -80,16 +80,20 @@ async def _restart_run(server: RestartableRedis, *, restarts: int, clients: int,
         workload = Workload(lambda service: mesh.stub(service), mesh.runtimes[0].providers.native_ledger, rng,
                             deadline=20, max_attempts=150, retry_pause=0.2)
         await workload.setup(4)
-        running = asyncio.gather(*(workload.client(operations) for _ in range(clients)))
+        stop = asyncio.Event()
+        running = asyncio.gather(*(workload.client(operations, stop) for _ in range(clients)))
         done = 0
+        # The restarts pace the run: clients go on until Redis has been back a while.
         for _ in range(restarts):
-            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
             if running.done():
                 break
             await asyncio.to_thread(server.kill)
             await asyncio.sleep(rng.uniform(0.5, 1.5))  # down: every call in this window fails
             await asyncio.to_thread(server.start)
             done += 1
+        await asyncio.sleep(1.0)
+        stop.set()
         await running
         deadline = time.monotonic() + 90
         while (report := await asyncio.to_thread(run_audit, server.url, grace_seconds=6)).counts["intents_open"] \
@@ -111,9 +115,9 @@ async def _restart_run(server: RestartableRedis, *, restarts: int, clients: int,
 
 
 async def test_redis_restart_mid_workload_gives_retryable_errors_and_loses_nothing(restartable_redis):
-    await _restart_run(restartable_redis, restarts=2, clients=4, operations=30, seed=random.randrange(1 << 30))
+    await _restart_run(restartable_redis, restarts=2, clients=4, operations=400, seed=random.randrange(1 << 30))
 
 
 @pytest.mark.slow
 async def test_redis_restart_mid_workload_many_times(restartable_redis):
-    await _restart_run(restartable_redis, restarts=10, clients=6, operations=150, seed=random.randrange(1 << 30))
+    await _restart_run(restartable_redis, restarts=10, clients=6, operations=2000, seed=random.randrange(1 << 30))

@@ -132,7 +132,14 @@ class Workload:
         self._serial += 1
         number = new_card_number(self.rng, self._serial)
         amount = (self.initial_balance if balance is None else balance) if active else 0
-        await self.ledger.create_card(self.merchant, number, "USD", balance_minor=amount, active=active)
+        for attempt in range(150):  # the test's own Redis client: Redis may be restarting right now
+            try:
+                await self.ledger.create_card(self.merchant, number, "USD", balance_minor=amount, active=active)
+                break
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                if attempt == 149:
+                    raise
+                await asyncio.sleep(0.2)
         self.model.add_card(number, amount)
         return number
 
