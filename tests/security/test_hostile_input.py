@@ -72,12 +72,17 @@ def error_reason(error: grpc.RpcError) -> str:
     return ""
 
 
+def _failed(value: bytes | None) -> bool:
+    return value is not None and (b"(b'state', b'failed')" in value or b"(b'state', b'FAILED')" in value)
+
+
 def failure_record(key: bytes, before: bytes | None, after: bytes | None) -> bool:
-    """A record a refusal may leave: a new mesh record (activation, intent, transaction; never the
-    ledger's `{gc:...}` keys) whose state is failed, i.e. the refusal written down, no money."""
-    if key.startswith(b"{gc:") or before is not None or after is None:
+    """A record a refusal may leave: a mesh record (activation, intent, transaction; never the
+    ledger's `{gc:...}` keys) in state failed, new or replacing one that had failed too (a
+    refused line attempted again), i.e. the refusal written down, no money."""
+    if key.startswith(b"{gc:") or not _failed(after):
         return False
-    return b"(b'state', b'failed')" in after or b"(b'state', b'FAILED')" in after
+    return before is None or _failed(before)
 
 
 def known_bug(rpc, body) -> str | None:
