@@ -103,6 +103,17 @@ class Checker:
         self.records = idempotency_records(served.redis)
         self.history: list[str] = []  # the last calls, to name the culprit when state drifts
 
+    def quiescent_state(self) -> dict[bytes, bytes]:
+        until = time.monotonic() + 2
+        last = None
+        while True:
+            time.sleep(0.1)
+            self.served.settle()
+            state = money_state(self.served.redis)
+            if state == last or time.monotonic() > until:
+                return state
+            last = state
+
     def send(self, rpc, body, *, raw: bool = False, timeout: float = 15, label: str = "message") -> None:
         call = self.served.method(rpc, raw=raw)
         FIGURES[f"{self.served.mode}:{label}"] += 1
@@ -121,11 +132,10 @@ class Checker:
                 # client's deadline may pass while the request is in flight or queued at a server
                 # that still has time left (a 1 us deadline reaches it often enough, measured: 5 of
                 # 50 redemptions ran). The work then finishes and a retry replays it. Give a call in
-                # transit time to land, then take the state as the new reference.
-                time.sleep(0.05)
-                self.served.settle()
+                # transit time to land (until two snapshots 0.1 s apart agree, at most 2 s), then
+                # take the state as the new reference.
                 FIGURES["deadline exceeded (unknown outcome)"] += 1
-                self.state = money_state(self.served.redis)
+                self.state = self.quiescent_state()
                 self.records = idempotency_records(self.served.redis)
                 return
             self.served.settle()
