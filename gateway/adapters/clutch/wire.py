@@ -10,31 +10,24 @@ know. Card numbers and PINs are `SecretStr`; `body()` reveals them only to build
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints
-from pydantic.alias_generators import to_camel
+from pydantic import SecretStr, StringConstraints
+
+from gateway.adapters.json_wire import CamelReply, CamelRequest, WireDecimal
 
 BASE_PATH = "/merchant/"
 # Sent on every call besides HTTP Basic auth (from the profile's options).
 CONTEXT_HEADERS = ("brand", "location", "terminal")
 
-WireDecimal = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+(\.[0-9]{1,2})?$")]
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+class _Request(CamelRequest):
     PATH: ClassVar[str]
 
-    def body(self) -> dict[str, Any]:
-        """The JSON body, secrets revealed (only ever handed to the HTTP client)."""
-        dumped = self.model_dump(by_alias=True, exclude_none=True)
-        return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in dumped.items()}
 
-
-class _Reply(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+_Reply = CamelReply
 
 
 class BalanceRequest(_Request):

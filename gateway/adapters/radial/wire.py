@@ -11,40 +11,26 @@ a repr or a log line of a model never shows them; `body()` reveals them only to 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints
+from pydantic import ConfigDict, SecretStr, StringConstraints
 from pydantic.alias_generators import to_pascal
+
+from gateway.adapters.json_wire import PascalReply, PascalRequest, WireDecimal
 
 BASE_PATH = "/v1.0/stores/{store_id}/storedvalue/"
 
-# A decimal string with at most two places: the wire never carries a JSON number for money.
-WireDecimal = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+(\.[0-9]{1,2})?$")]
 RequestIdText = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 OrderIdText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 SUCCESS, FAIL, TIMEOUT = "Success", "Fail", "Timeout"
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(alias_generator=to_pascal, populate_by_name=True, extra="forbid", frozen=True)
+class _Request(PascalRequest):
     OPERATION: ClassVar[str]
 
-    def body(self) -> dict[str, Any]:
-        """The JSON body, secrets revealed (only ever handed to the HTTP client)."""
-        return _reveal(self.model_dump(by_alias=True, exclude_none=True))
 
-
-class _Reply(BaseModel):
-    model_config = ConfigDict(alias_generator=to_pascal, populate_by_name=True, extra="ignore", frozen=True)
-
-
-def _reveal(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, dict):
-        return {key: _reveal(item) for key, item in value.items()}
-    return value
+_Reply = PascalReply
 
 
 class Amount(_Reply):
