@@ -35,7 +35,7 @@ from common.sealing import Sealer
 from giftcard.authorization.v1 import authorization_pb2 as pb
 from giftcard.gateway.v1 import gateway_pb2
 from giftcard.type.v1 import card_pb2
-from services.authorization.logic import COMPENSATION_SECONDS, AuthorizationLogic, timestamp_of, is_final, money_pb
+from services.authorization.logic import COMPENSATION_SECONDS, AuthorizationLogic, is_final, money_pb, reversed_amount, timestamp_of
 from services.shared import transactions as txn_states
 from services.shared.background import fresh_budget
 from services.shared.holds import now_ms
@@ -251,7 +251,7 @@ class CheckoutFlow:
                     tender["reason"] = "CHECKOUT_DECLINED" if tender["state"] == "approved" else "INTERRUPTED"
                 tender["state"] = "voided" if applied else "not_applied"
                 await self._store.tender(merchant, checkout_id, index, tender, COMPENSATING)
-                moved = reply.result.amount.amount_minor if applied else 0
+                moved = reversed_amount(reply, tender.get("moved", 0))
                 await self._mirror_reversal(merchant, tender, authorize, moved)
         response = self._response(checkout_id, DECLINED, plan)
         done, current = await self._store.set_state(

@@ -296,7 +296,7 @@ class AuthorizationLogic:
                 raise
         await self.transactions.transition(
             merchant, record.transaction_id, (txn_states.REVERSING,), txn_states.REVERSED,
-            reversed_amount=reply.result.amount.amount_minor if reply.reversed else 0,
+            reversed_amount=reversed_amount(reply, record.redeemed),
             reversed_ms=now_ms(), reversal_found=int(reply.reversed),
         )
         await self.intents.finish(merchant, reversal, intent_states.DONE)
@@ -361,8 +361,9 @@ class AuthorizationLogic:
                 reference_id=self.ids.derive("rev", merchant, intent.reference_id), card=card,
                 original_reference_id=intent.reference_id,
             ))
-            amount = reply.result.amount.amount_minor if reply.reversed else 0
             if intent.owner_kind == "txn":
+                record = await self.transactions.get(merchant, intent.owner_id)
+                amount = reversed_amount(reply, record.redeemed)
                 await self.transactions.transition(
                     merchant, intent.owner_id, (txn_states.PENDING, txn_states.APPROVED), txn_states.REVERSED,
                     reversed_amount=amount, reversed_ms=now_ms(), reversal_found=int(reply.reversed),
@@ -388,7 +389,7 @@ class AuthorizationLogic:
             reply = await self._gateway.Reverse(request)
             await self.transactions.transition(
                 merchant, record.transaction_id, (txn_states.REVERSING,), txn_states.REVERSED,
-                reversed_amount=reply.result.amount.amount_minor if reply.reversed else 0,
+                reversed_amount=reversed_amount(reply, record.redeemed),
                 reversed_ms=now_ms(), reversal_found=int(reply.reversed),
             )
 
@@ -396,6 +397,14 @@ class AuthorizationLogic:
             self.intents, merchant, older_than_seconds, reverse=reverse,
             confirm={"release": confirm_release, "reverse": confirm_reverse},
         )
+
+
+def reversed_amount(reply: gateway_pb2.ReverseResponse, redeemed: int) -> int:
+    """What a reversal gave back. A resent reversal the vendor answers with "already reversed"
+    (Paytronix) carries no amount: a reversal is always whole, so it gave back what was redeemed."""
+    if not reply.reversed:
+        return 0
+    return reply.result.amount.amount_minor or redeemed
 
 
 def _reversal_of(record: TransactionRecord) -> Reversal:

@@ -7,22 +7,30 @@ what the mesh told its clients agree to the cent, card by card, and the mesh's a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
 from collections import Counter
 from decimal import Decimal
 
+import grpc
 import httpx
 import pytest
 
 from common.auth import key_digest
+from giftcard.authorization.v1 import authorization_pb2 as apb
+from giftcard.fulfillment.v1 import fulfillment_pb2 as fpb
+from giftcard.refund.v1 import refund_pb2 as rpb
+from giftcard.type.v1 import card_pb2
 from gateway.simulators import start_simulator
 from tests.chaos.test_crash import RESOLVER
-from tests.chaos.workload import Workload, run_audit
+from tests.chaos.workload import Workload, run_audit, usd
 from tests.contract.harness import HARNESSES
-from tests.support.mesh import DEMO_KEY, start_mesh
+from tests.support.mesh import DEMO_KEY, auth, start_mesh
 
+# Answers a client keeps retrying through (the same request_id) until a definite one.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED)
 FAULTS = ["timeout-after", "reset-after", "http-503", "http-500", "reset", "timeout-before"]
 
 
@@ -124,86 +132,92 @@ async def test_vendor_faults_long(redis_client, redis_url, vendor):
     await _vendor_run(vendor, redis_url, rate=0.2, clients=6, operations=120, seed=random.randrange(1 << 30))
 
 
+@contextlib.asynccontextmanager
+async def paytronix_mesh(redis_url: str):
+    """A Paytronix simulator and an all-in-one mesh whose merchant `demo` runs on it."""
+    harness = HARNESSES["paytronix"]
+    simulator = start_simulator(harness.simulator)
+    try:
+        merchants = {"demo": {"api_key_sha256": [key_digest(DEMO_KEY)], "currencies": ["USD"],
+                              "providers": [harness.profile(simulator.base_url, "shadow")]}}
+        mesh = await start_mesh("all-in-one", redis_url, merchants=merchants, settlement=RESOLVER)
+        try:
+            yield simulator, mesh
+        finally:
+            await mesh.close()
+    finally:
+        simulator.stop()
+
+
+def lose_next_reply(simulator, path: str, fault: str = "reset-after") -> None:
+    """The vendor applies the next call to `path`, and its reply never reaches the mesh."""
+    httpx.post(f"{simulator.base_url}/_sim/faults", json={"fault": fault, "path": path, "count": 1},
+               timeout=10).raise_for_status()
+
+
+async def retry_until_answered(call, request, *, seconds: float = 40):
+    """Retry like a client: the same request until an answer that is not retryable. Returns
+    (reply, None) or (None, the refusal); (None, None) when none came in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return await call(request, metadata=auth(), timeout=20), None
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in RETRYABLE:
+                return None, error
+            await asyncio.sleep(1)
+    return None, None
+
+
+def card(number: str) -> card_pb2.CardRef:
+    return card_pb2.CardRef(card_number=number)
+
+
+async def test_void_resent_after_its_reply_was_lost_answers_the_whole_credit(redis_client, redis_url):
+    """Paytronix answers a resent reversal with `transaction.already_reversed` and no amount: the
+    void still reports what it gave back (the whole redemption), not zero."""
+    async with paytronix_mesh(redis_url) as (simulator, mesh):
+        ledger = SimulatorLedger(simulator.base_url)
+        number = "6035719000000021"
+        await ledger.create_card("demo", number, "USD", balance_minor=40_00)
+        stub = mesh.stub("authorization")
+        redeemed = await stub.Redeem(apb.RedeemRequest(request_id="redeem-1", card=card(number), amount=usd(12_34)),
+                                     metadata=auth(), timeout=20)
+        lose_next_reply(simulator, "/gift/reverse.json")
+        voided, refused = await retry_until_answered(stub.VoidRedemption, apb.VoidRedemptionRequest(
+            request_id="void-1", transaction_id=redeemed.transaction.transaction_id))
+        assert refused is None, refused
+        assert (await ledger.get_card("demo", number)).balance_minor == 40_00  # undone once at the vendor
+        assert voided is not None and voided.credited.amount_minor == 12_34
+
+
 @pytest.mark.xfail(strict=True, reason="bug: Paytronix answers a reused externalTransactionId with "
-                   "transaction.duplicate_external_id (never a replay), the adapter maps it to UNAVAILABLE "
-                   "'outcome unknown', and nothing resolves a credit (Reload / CashOut) whose first call was "
-                   "applied with its reply lost: every retry with the same request_id answers UNAVAILABLE forever")
+                   "transaction.duplicate_external_id and every retry answers UNAVAILABLE forever")
 async def test_reload_applied_at_paytronix_with_its_reply_lost_is_answered_once_faults_stop(redis_client, redis_url):
-    from giftcard.refund.v1 import refund_pb2 as rpb
-    from giftcard.type.v1 import card_pb2
-    from tests.chaos.workload import usd
-    from tests.support.mesh import auth
-    import grpc
-
-    harness = HARNESSES["paytronix"]
-    simulator = start_simulator(harness.simulator)
-    try:
-        merchants = {"demo": {"api_key_sha256": [key_digest(DEMO_KEY)], "currencies": ["USD"],
-                              "providers": [harness.profile(simulator.base_url, "shadow")]}}
-        mesh = await start_mesh("all-in-one", redis_url, merchants=merchants, settlement=RESOLVER)
-        try:
-            ledger = SimulatorLedger(simulator.base_url)
-            number = "6035719000000001"
-            await ledger.create_card("demo", number, "USD", balance_minor=10_00)
-            httpx.post(f"{simulator.base_url}/_sim/faults", json={
-                "fault": "timeout-after=3s", "path": "/gift/reload.json", "count": 1}, timeout=10).raise_for_status()
-            request = rpb.ReloadRequest(request_id="reload-1", card=card_pb2.CardRef(card_number=number), amount=usd(5_00))
-            answer = None
-            deadline = time.monotonic() + 20
-            while answer is None and time.monotonic() < deadline:
-                try:
-                    answer = await mesh.stub("refund").Reload(request, metadata=auth(), timeout=20)
-                except grpc.aio.AioRpcError as error:
-                    assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                            grpc.StatusCode.ABORTED), error
-                    await asyncio.sleep(1)
-            assert (await ledger.get_card("demo", number)).balance_minor == 15_00  # applied once at the vendor
-            assert answer is not None, "the client never got a definite answer"
-            assert answer.balance.amount_minor == 15_00
-        finally:
-            await mesh.close()
-    finally:
-        simulator.stop()
+    async with paytronix_mesh(redis_url) as (simulator, mesh):
+        ledger = SimulatorLedger(simulator.base_url)
+        number = "6035719000000001"
+        await ledger.create_card("demo", number, "USD", balance_minor=10_00)
+        lose_next_reply(simulator, "/gift/reload.json", "timeout-after=3s")
+        answer, refused = await retry_until_answered(mesh.stub("refund").Reload, rpb.ReloadRequest(
+            request_id="reload-1", card=card(number), amount=usd(5_00)))
+        assert refused is None, refused
+        assert (await ledger.get_card("demo", number)).balance_minor == 15_00  # applied once at the vendor
+        assert answer is not None, "the client never got a definite answer"
+        assert answer.balance.amount_minor == 15_00
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the Paytronix exchange is sent without externalTransactionId, so a "
-                   "retry after a lost reply (reset-after / timeout-after) cannot be deduplicated: the vendor moved "
-                   "the balance, the retry finds the old card deactivated and the mesh answers a refusal")
+@pytest.mark.xfail(strict=True, reason="bug: the Paytronix exchange carries no caller id: a resend after a "
+                   "lost reply finds the old card closed and the mesh answers a refusal")
 async def test_exchange_applied_at_paytronix_with_its_reply_lost_is_not_refused(redis_client, redis_url):
-    from giftcard.fulfillment.v1 import fulfillment_pb2 as fpb
-    from giftcard.type.v1 import card_pb2
-    from tests.support.mesh import auth
-    import grpc
-
-    harness = HARNESSES["paytronix"]
-    simulator = start_simulator(harness.simulator)
-    try:
-        merchants = {"demo": {"api_key_sha256": [key_digest(DEMO_KEY)], "currencies": ["USD"],
-                              "providers": [harness.profile(simulator.base_url, "shadow")]}}
-        mesh = await start_mesh("all-in-one", redis_url, merchants=merchants, settlement=RESOLVER)
-        try:
-            ledger = SimulatorLedger(simulator.base_url, simulator)
-            old, new = "6035719000000011", "6035719000000012"
-            await ledger.create_card("demo", old, "USD", balance_minor=30_00)
-            await ledger.create_card("demo", new, "USD", balance_minor=0, active=False)
-            httpx.post(f"{simulator.base_url}/_sim/faults", json={
-                "fault": "reset-after", "path": "/gift/exchange.json", "count": 1}, timeout=10).raise_for_status()
-            request = fpb.ExchangeCardRequest(request_id="xchg-1", from_card=card_pb2.CardRef(card_number=old),
-                                              to_card=card_pb2.CardRef(card_number=new), reason=fpb.EXCHANGE_REASON_LOST)
-            answer, refused = None, None
-            deadline = time.monotonic() + 40
-            while answer is None and refused is None and time.monotonic() < deadline:
-                try:
-                    answer = await mesh.stub("fulfillment").ExchangeCard(request, metadata=auth(), timeout=20)
-                except grpc.aio.AioRpcError as error:
-                    if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                            grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL):
-                        refused = error
-                    await asyncio.sleep(1)
-            assert (await ledger.get_card("demo", new)).balance_minor == 30_00  # moved once at the vendor
-            assert refused is None, f"refused although the vendor moved the balance: {refused.code()} {refused.details()}"
-            assert answer is not None and answer.moved.amount_minor == 30_00
-        finally:
-            await mesh.close()
-    finally:
-        simulator.stop()
+    async with paytronix_mesh(redis_url) as (simulator, mesh):
+        ledger = SimulatorLedger(simulator.base_url)
+        old, new = "6035719000000011", "6035719000000012"
+        await ledger.create_card("demo", old, "USD", balance_minor=30_00)
+        await ledger.create_card("demo", new, "USD", balance_minor=0, active=False)
+        lose_next_reply(simulator, "/gift/exchange.json")
+        answer, refused = await retry_until_answered(mesh.stub("fulfillment").ExchangeCard, fpb.ExchangeCardRequest(
+            request_id="xchg-1", from_card=card(old), to_card=card(new), reason=fpb.EXCHANGE_REASON_LOST))
+        assert (await ledger.get_card("demo", new)).balance_minor == 30_00  # moved once at the vendor
+        assert refused is None, f"refused although the vendor moved the balance: {refused.code()} {refused.details()}"
+        assert answer is not None and answer.moved.amount_minor == 30_00
