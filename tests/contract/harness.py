@@ -33,6 +33,9 @@ class Harness:
     unsupported: frozenset[str] = frozenset()
     # The vendor can reverse a timed-out write by our reference.
     reverse_by_reference: bool = True
+    # A timed-out redeem is resent by the adapter under the same reference and answered (Paytronix:
+    # the vendor refuses the duplicate id, the adapter answers from its journal).
+    answers_resent_redeem: bool = False
     # The vendor path a plain redeem goes to (fault injection targets it).
     redeem_path: str = ""
     # The vendor holds funds itself (hold_mode native): the merchant's emulation mode is ignored.
@@ -58,6 +61,7 @@ HARNESSES: dict[str, Harness] = {
         credentials={"username": "paytronix-sim", "password": "paytronix-sim-secret"},
         options={"merchant_id": 1, "store_code": "S-001", "terminal_id": "T1"},
         unsupported=frozenset({"allocate", "issue_value"}), redeem_path="/gift/redeem.json",
+        answers_resent_redeem=True,
     ),
     "ackroo": Harness(
         "ackroo", "ackroo", credentials={"token": "ackroo-sim-token"},

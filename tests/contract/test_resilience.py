@@ -42,7 +42,7 @@ def fault(env, spec: str, path: str, count: int = 1) -> None:
     env.sim_post("/_sim/faults", {"fault": spec, "path": path, "count": count})
 
 
-async def test_timed_out_redeem_is_provider_timeout_and_reversal_by_reference_restores_the_card(env):
+async def test_timed_out_redeem_is_answered_or_provider_timeout_and_reversal_by_reference_restores_the_card(env):
     if "reverse_settlement" in env.harness.unsupported:
         # SmartClixx redeem = authorization + settlement, and nothing undoes a settlement there;
         # its adapter tests cover reversal by reference of a timed-out authorization.
@@ -50,12 +50,17 @@ async def test_timed_out_redeem_is_provider_timeout_and_reversal_by_reference_re
     number = await env.ledger.seed("shadow", 50_00)
     reference = ref()
     fault(env, "timeout-after=3s", env.harness.redeem_path)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await env.call("Redeem", pb.RedeemRequest(reference_id=reference, card=card(number), amount=usd(20_00)))
-    code, reason, metadata = details(caught.value)
-    assert code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
-    assert (reason, metadata["outcome"], metadata["provider"]) == ("PROVIDER_TIMEOUT", "unknown", env.vendor)
-    assert available(env, number) == 30_00  # applied at the vendor, reply lost
+    redeem = pb.RedeemRequest(reference_id=reference, card=card(number), amount=usd(20_00))
+    if env.harness.answers_resent_redeem:
+        answered = await env.call("Redeem", redeem)
+        assert (answered.result.amount.amount_minor, answered.result.balance.amount_minor) == (20_00, 30_00)
+    else:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await env.call("Redeem", redeem)
+        code, reason, metadata = details(caught.value)
+        assert code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+        assert (reason, metadata["outcome"], metadata["provider"]) == ("PROVIDER_TIMEOUT", "unknown", env.vendor)
+    assert available(env, number) == 30_00  # applied once at the vendor, its first reply lost
     request = pb.ReverseRequest(reference_id=ref(), card=card(number), original_reference_id=reference)
     if not env.harness.reverse_by_reference:
         # Ackroo takes no caller reference: UNIMPLEMENTED, outcome left to the resolver / operator.
@@ -92,11 +97,13 @@ async def test_timed_out_redemption_stays_recorded_while_the_vendor_is_down_and_
     number = await env.ledger.seed("shadow", 50_00)
     recovery = env.mesh.runtimes[0]._servicers["authorization"].recovery
     stub = env.mesh.stub("authorization")
-    fault(env, "timeout-after=3s", env.harness.redeem_path)
+    # Every attempt times out (the adapter's own resends too), so the call ends without an answer.
+    fault(env, "timeout-after=3s", env.harness.redeem_path, count=20)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Redeem(apb.RedeemRequest(request_id=ref("rq"), order_id="o-1", card=card(number), amount=usd(20_00)),
                           metadata=env.metadata(), timeout=10)
     assert details(caught.value)[1] == "PROVIDER_TIMEOUT"
+    httpx.delete(f"{env.simulator.base_url}/_sim/faults", timeout=5).raise_for_status()
     assert available(env, number) == 30_00
     # The vendor goes down (connection refused) while the resolver runs: the intent stays.
     with env.pool.down(env.harness.simulator):

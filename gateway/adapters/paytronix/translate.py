@@ -59,8 +59,9 @@ ERRORS: dict[str, VendorErrorRule] = {
     "transaction.not_found": VendorErrorRule(grpc.StatusCode.NOT_FOUND, TRANSACTION_NOT_FOUND, "transaction not found"),
     "transaction.already_reversed": VendorErrorRule(_FP, TRANSACTION_REVERSED, "transaction already reversed"),
     "transaction.not_reversible": VendorErrorRule(_FP, "TRANSACTION_NOT_REVERSIBLE", "transaction cannot be reversed"),
-    # A new request reusing our reference: the original was applied and its reply lost. Not a
-    # refusal: outcome unknown, left to the intent resolver (reverse by reference).
+    # A new request reusing our reference: the original was applied and its reply lost. The
+    # provider answers it from its journal (provider.py); only without a journal entry (an
+    # in-memory journal after a restart) does it get here: outcome unknown, not a refusal.
     "transaction.duplicate_external_id": VendorErrorRule(
         grpc.StatusCode.UNAVAILABLE, PROVIDER_TIMEOUT, "an earlier attempt of this operation reached paytronix; outcome unknown",
         retryable=True, outcome_unknown=True),
