@@ -84,8 +84,14 @@ async def test_kill_9_mid_batch_then_restart_settles_everything_exactly_once(red
 
         killed_with_work_left = 0
         for attempt in range(KILLS):
+            queued = (await logic.settlements.depth("demo"))[0]
             server = start_server(config, ["all"], tmp_path / f"worker-{attempt}.log")
-            await asyncio.sleep(rng.uniform(0.3, 1.2))
+            # Kill at a random point once the worker is settling (its start-up time varies with
+            # the machine's load; a fixed delay would sometimes land after the queue was empty).
+            deadline = time.monotonic() + 30
+            while queued and (await logic.settlements.depth("demo"))[0] >= queued and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(rng.uniform(0.0, 0.4))
             server.process.kill()  # SIGKILL: no drain, no cleanup
             server.process.wait(10)
             if (await logic.settlements.depth("demo"))[0] > 0:
