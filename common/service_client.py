@@ -28,9 +28,11 @@ class InProcessClient:
     def __getattr__(self, rpc: str) -> Rpc:
         method = getattr(self._servicer, rpc)
 
-        async def call(request):
-            return await method(request, None)
+        def call(request):
+            return method(request, None)  # the servicer's coroutine, awaited by the caller
 
+        # Kept on the instance: the next call finds it without coming back here.
+        setattr(self, rpc, call)
         return call
 
 
