@@ -137,8 +137,9 @@ def markdown(results: dict) -> str:
         table(results),
         "",
         "Ratios: RPS / echo RPS (higher is better); latency / echo latency (lower is better). "
-        "Round trips: client commands per call seen by MONITOR over a few sequential calls (the mesh "
-        "sends no pipelines). Redis cmds/call: INFO total_commands_processed delta per call, which also "
+        "Round trips: read events Redis processed per call (INFO total_reads_processed) over a few "
+        "sequential calls; a pipeline of several commands is one round trip (the commands each call sends "
+        "are listed below, from MONITOR). Redis cmds/call: INFO total_commands_processed delta per call, which also "
         "counts every redis.call() inside a Lua script. CPU: utime+stime of the server process(es) per call.",
         "",
         "## Echo baseline",
@@ -159,7 +160,10 @@ def markdown(results: dict) -> str:
     out += ["", "## Redis commands per call (client side, from MONITOR)", ""]
     for key, data in results["scenarios"].items():
         if data.get("redis_client_commands"):
-            out.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in data["redis_client_commands"].items()))
+            sent = data.get("redis_client_commands_per_call")
+            trips = data.get("redis_round_trips_per_call")
+            summary = f" ({_f(sent)} commands in {_f(trips)} round trips)" if sent is not None else ""
+            out.append(f"- {key}{summary}: " + ", ".join(f"{k} {v}" for k, v in data["redis_client_commands"].items()))
     scaling = results.get("scaling", {})
     if scaling:
         out += ["", f"## Scaling ({scaling['scenario']}, all-in-one, SO_REUSEPORT, "

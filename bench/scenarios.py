@@ -81,6 +81,8 @@ class Outcome:
     error_samples: list[str] = field(default_factory=list)
     redis_round_trips_per_call: float | None = None
     redis_client_commands: dict[str, float] = field(default_factory=dict)
+    # Commands sent by clients (MONITOR); more than the round trips when some are pipelined.
+    redis_client_commands_per_call: float | None = None
     redis_commands_per_call: float | None = None  # INFO commandstats, includes script-internal calls
     evalsha_per_call: float | None = None
     server_cpu_ms_per_call: float | None = None
@@ -356,8 +358,11 @@ class Runner:
     # -- round trips --------------------------------------------------------------------------
 
     def _monitor(self, outcome: Outcome, target: str, work: Work, once_variants: list[bytes]) -> None:
-        """A few sequential calls under MONITOR: client commands per call = Redis round trips
-        (the mesh issues no pipelines). Not during the timed run: MONITOR slows Redis down."""
+        """A few sequential calls under MONITOR: which client commands each call sends, and its
+        Redis round trips = read events Redis processed (INFO total_reads_processed), because
+        the mesh pipelines some commands (e.g. a hold's expiry-index ZADD travels with its
+        record's script): a pipeline is several commands in one round trip. Not during the timed
+        run: MONITOR slows Redis down."""
         if work.once:
             bodies = [payloads.splice(work.id_fields, self._uid("mon"), v) for v in once_variants]
         elif work.generator == H2LOAD:
@@ -370,6 +375,8 @@ class Runner:
         if not hasattr(self, "_script_names"):
             self._script_names = script_names(ROOT)
         monitor = Monitor(self.redis.port, self._script_names)
+        reads_before = self.redis.client.info("stats")["total_reads_processed"]
+        reads_after = None
         ok = 0
         try:
             with grpc.insecure_channel(target) as channel:
@@ -380,10 +387,15 @@ class Runner:
                         ok += 1
                     except grpc.RpcError:
                         pass
+            time.sleep(0.2)  # let the last replies land before the count is read
+            # Minus 1: this INFO's own read is counted before it answers.
+            reads_after = self.redis.client.info("stats")["total_reads_processed"] - 1
         finally:
             sample = monitor.stop()
         if ok:
-            outcome.redis_round_trips_per_call = sample.client_total / ok
+            outcome.redis_client_commands_per_call = sample.client_total / ok
+            outcome.redis_round_trips_per_call = (
+                (reads_after - reads_before) / ok if reads_after is not None else sample.client_total / ok)
             outcome.redis_client_commands = {k: round(v / ok, 2) for k, v in sorted(sample.client_commands.items())}
 
 

@@ -108,15 +108,15 @@ class AuthorizationLogic:
                 merchant, client_transaction_id, target_kind="hold", target_id=hold_id,
                 reference_id=reference, card=card,
             )
-        state = await self.intents.begin(
+        # A retry after a crash keeps the expiry first sent (the provider replays that hold):
+        # `open` answers the params as first written, in the same round trip.
+        state, params = await self.intents.open(
             merchant, reference, "hold", card, owner_kind="hold", owner_id=hold_id,
             params={"amount": amount.amount_minor, "currency": amount.currency, "expires_at_ms": now_ms() + ttl_ms},
         )
         if state in (intent_states.RESOLVING, intent_states.REVERSED):
             raise reversed_error()
-        # A retry after a crash keeps the expiry first sent (the provider replays that hold).
-        intent = await self.intents.get(merchant, reference)
-        expires_at_ms = int(intent.params["expires_at_ms"]) if intent else now_ms() + ttl_ms
+        expires_at_ms = int(params["expires_at_ms"]) if "expires_at_ms" in params else now_ms() + ttl_ms
         expire_time = timestamp_of(expires_at_ms)
         try:
             reply = await self._gateway.PlaceHold(gateway_pb2.PlaceHoldRequest(
@@ -128,7 +128,9 @@ class AuthorizationLogic:
                 await self.intents.finish(merchant, reference, intent_states.FAILED)
             raise
         result = reply.result
-        await self.holds.create(
+        # The record as stored (this attempt's, or an earlier attempt's on a retry): the response
+        # is built from it without reading it back.
+        _, hold = await self.holds.create_record(
             merchant, hold_id=hold_id, order_id=order_id, card=card,
             masked=result.masked_number or masked, provider=result.provider,
             provider_hold_id=reply.provider_hold_id, hold_mode=reply.hold_mode,
@@ -142,7 +144,7 @@ class AuthorizationLogic:
             # The resolver took this intent while the provider call ran: it reverses the hold.
             await self._close_hold_record(merchant, hold_id, reference)
             raise reversed_error()
-        return Authorization(await self.holds.get(merchant, hold_id), amount)
+        return Authorization(hold, amount)
 
     # -- ReverseAuthorization -------------------------------------------------------------------
 

@@ -102,22 +102,52 @@ class HoldStore:
         parent_hold_id: str = "",
     ) -> bool:
         """Write the approved hold; False when it was already written (a retry)."""
+        created, _ = await self.create_record(
+            merchant, hold_id=hold_id, order_id=order_id, card=card, masked=masked, provider=provider,
+            provider_hold_id=provider_hold_id, hold_mode=hold_mode, currency=currency, authorized=authorized,
+            expires_at_ms=expires_at_ms, client_transaction_id=client_transaction_id,
+            reference_id=reference_id, parent_hold_id=parent_hold_id,
+        )
+        return created
+
+    async def create_record(
+        self, merchant: str, *, hold_id: str, order_id: str, card: card_pb2.CardRef, masked: str,
+        provider: str, provider_hold_id: str, hold_mode: int, currency: str, authorized: int,
+        expires_at_ms: int, client_transaction_id: str = "", reference_id: str = "",
+        parent_hold_id: str = "",
+    ) -> tuple[bool, HoldRecord]:
+        """Write the approved hold and index its expiry, in one round trip; returns (created,
+        the record as stored): a retry gets the record the first attempt wrote."""
         key = self.key(merchant, hold_id)
+        created_ms = now_ms()
         fields = {
             "merchant": merchant, "hold_id": hold_id, "order_id": order_id,
             "card": self._sealer.seal(card.SerializeToString(), key.encode()),
             "masked": masked, "provider": provider, "provider_hold_id": provider_hold_id,
             "hold_mode": hold_mode, "currency": currency, "authorized": authorized, "captured": 0,
-            "released": 0, "reserved": 0, "state": OPEN, "created_ms": now_ms(),
+            "released": 0, "reserved": 0, "state": OPEN, "created_ms": created_ms,
             "expires_at_ms": expires_at_ms, "parent_hold_id": parent_hold_id,
             "client_transaction_id": client_transaction_id, "reference_id": reference_id,
         }
         args: list = []
         for name, value in fields.items():
             args += [name, value]
-        # Indexed first: a crash after it leaves an entry the sweep drops, never an unswept hold.
-        await self._redis.zadd(self.expiry_index(merchant, bucket_of(hold_id)), {hold_id: expires_at_ms})
-        return bool(await self._scripts("hold_create", [key], args))
+        # Indexed first (the ZADD goes ahead of the script in the same pipeline, and an error in
+        # either raises): a crash after it leaves an entry the sweep drops, never an unswept hold.
+        # The index has its own hash tag, so it cannot be written by the script itself.
+        index = self.expiry_index(merchant, bucket_of(hold_id))
+        reply = await self._scripts.after(
+            self._redis, [("ZADD", index, expires_at_ms, hold_id)], "hold_create", [key], args,
+        )
+        if isinstance(reply, list):  # already written by an earlier attempt: the stored record
+            return False, _record(decode_hash(dict(zip(reply[::2], reply[1::2]))))
+        return True, HoldRecord(
+            hold_id=hold_id, order_id=order_id, masked_number=masked, provider=provider,
+            provider_hold_id=provider_hold_id, hold_mode=int(hold_mode), currency=currency,
+            authorized=int(authorized), captured=0, released=0, reserved=0, state=OPEN,
+            created_ms=created_ms, expires_at_ms=int(expires_at_ms), parent_hold_id=parent_hold_id,
+            client_transaction_id=client_transaction_id, reference_id=reference_id,
+        )
 
     @staticmethod
     def expiry_index(merchant: str, bucket: int) -> str:
@@ -149,17 +179,7 @@ class HoldStore:
         raw = decode_hash(await self._redis.hgetall(self.key(merchant, hold_id)))
         if not raw:
             raise not_found("hold", HOLD_NOT_FOUND)
-        s = {k: text(v) for k, v in raw.items() if k != "card"}
-        return HoldRecord(
-            hold_id=s["hold_id"], order_id=s["order_id"], masked_number=s["masked"],
-            provider=s["provider"], provider_hold_id=s["provider_hold_id"],
-            hold_mode=int(s["hold_mode"]), currency=s["currency"], authorized=int(s["authorized"]),
-            captured=int(s["captured"]), released=int(s["released"]), reserved=int(s["reserved"]),
-            state=s["state"], created_ms=int(s["created_ms"]), expires_at_ms=int(s["expires_at_ms"]),
-            parent_hold_id=s["parent_hold_id"], client_transaction_id=s["client_transaction_id"],
-            reference_id=s["reference_id"], transferred=int(s.get("transferred") or 0),
-            advanced_hold_id=s.get("advanced_hold_id", ""),
-        )
+        return _record(raw)
 
     async def card(self, merchant: str, hold_id: str) -> card_pb2.CardRef:
         """The card the hold was placed on, unsealed for the next provider call (never logged)."""
@@ -186,6 +206,20 @@ class HoldStore:
 
     async def abort(self, merchant: str, hold_id: str, reference: str) -> bool:
         return bool(await self._scripts("hold_abort", [self.key(merchant, hold_id)], [reference]))
+
+
+def _record(raw: dict[str, bytes]) -> HoldRecord:
+    s = {k: text(v) for k, v in raw.items() if k != "card"}
+    return HoldRecord(
+        hold_id=s["hold_id"], order_id=s["order_id"], masked_number=s["masked"],
+        provider=s["provider"], provider_hold_id=s["provider_hold_id"],
+        hold_mode=int(s["hold_mode"]), currency=s["currency"], authorized=int(s["authorized"]),
+        captured=int(s["captured"]), released=int(s["released"]), reserved=int(s["reserved"]),
+        state=s["state"], created_ms=int(s["created_ms"]), expires_at_ms=int(s["expires_at_ms"]),
+        parent_hold_id=s["parent_hold_id"], client_transaction_id=s["client_transaction_id"],
+        reference_id=s["reference_id"], transferred=int(s.get("transferred") or 0),
+        advanced_hold_id=s.get("advanced_hold_id", ""),
+    )
 
 
 def _operation(reply) -> HoldOperation:

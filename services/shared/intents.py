@@ -70,12 +70,23 @@ class IntentLog:
         params: dict[str, Any] | None = None, owner_kind: str = "", owner_id: str = "",
     ) -> str:
         """Write the intent (once); returns its state, `pending` when new or still open."""
+        state, _ = await self.open(merchant, reference_id, operation, card, params=params,
+                                   owner_kind=owner_kind, owner_id=owner_id)
+        return state
+
+    async def open(
+        self, merchant: str, reference_id: str, operation: str, card: card_pb2.CardRef, *,
+        params: dict[str, Any] | None = None, owner_kind: str = "", owner_id: str = "",
+    ) -> tuple[str, dict[str, Any]]:
+        """`begin`, also returning the params as first written (a retry gets the first attempt's),
+        in the same round trip."""
         keys = self.keys(merchant, reference_id)
         sealed = self._sealer.seal(card.SerializeToString(), keys[0].encode())
         fields = ["reference_id", reference_id, "operation", operation, "card", sealed,
                   "params", json.dumps(params or {}, sort_keys=True), "owner_kind", owner_kind,
                   "owner_id", owner_id, "merchant", merchant]
-        return text(await self._scripts("intent_begin", keys, [now_ms(), *fields]))
+        reply = await self._scripts("intent_begin", keys, [now_ms(), *fields])
+        return text(reply[0]), json.loads(text(reply[1]))
 
     async def finish(
         self, merchant: str, reference_id: str, new_state: str, expected: tuple[str, ...] = (PENDING,),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from common.errors import MeshError
 from common.redis_scripts import ScriptSet
@@ -51,6 +51,30 @@ class Scripts:
             return await self._set[name](keys=keys, args=args)
         except ResponseError as exc:
             raise error_from_reply(str(exc)) from None
+
+    async def after(self, redis: Redis, commands: list[tuple], name: str, keys: list[str], args: list) -> object:
+        """Send `commands` (plain Redis commands, e.g. ("ZADD", key, score, member)) and then the
+        script, in one pipeline (one round trip, no MULTI: the keys may sit in different Cluster
+        slots); Redis runs them in that order. Any error among them raises, so a caller that
+        needed the commands to land first never goes on as if they had. Returns the script's
+        reply. Use it only for commands that are harmless to repeat (a retry sends them again)."""
+        script = self._set[name]
+        for attempt in (1, 2):
+            pipe = redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and isinstance(replies[-1], NoScriptError):
+                await redis.script_load(script.script)  # first use on this server (or a restart)
+                continue
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise error_from_reply(str(reply)) from None
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies[-1]
+        raise AssertionError("unreachable")
 
 
 def text(value) -> str:
