@@ -86,7 +86,7 @@ class RefundLogic:
     def __init__(self, gateway, transactions=None, refunds=None, holds=None, captures=None) -> None:
         self._gateway = gateway
         # Refund only: services.shared TransactionStore and HoldStore, the settlement service's
-        # capture queue (services.settlement.queue.WorkQueue "stl"), and refunds.RefundLedger.
+        # capture queue (services.shared.work_queue.WorkQueue "stl"), and refunds.RefundLedger.
         self._transactions = transactions
         self._refunds = refunds
         self._holds = holds

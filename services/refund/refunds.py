@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from common.errors import MeshError
 from common.redis_scripts import ScriptSet
-from services.settlement.queue import WorkQueue
+from services.shared.work_queue import WorkQueue
 from services.shared.keys import bucket_of, bucket_tag, redemption_refunds_key
 from services.shared.transactions import TransactionStore
 

@@ -6,7 +6,7 @@ from services.refund.logic import RefundLogic
 from services.refund.refunds import RefundLedger
 from services.refund.refunds import SETTLEMENT_QUEUE_KIND
 from services.refund.servicer import RefundServicer
-from services.settlement.queue import WorkQueue
+from services.shared.work_queue import WorkQueue
 from services.shared.holds import HoldStore
 from services.shared.transactions import TransactionStore
 

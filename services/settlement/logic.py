@@ -1,6 +1,6 @@
 """Captures per shipment against holds, advanced holds, batch settlement and scheduled reversals.
 
-A capture is one settlement item in a work queue (services/settlement/queue.py), whether it is sent
+A capture is one settlement item in a work queue (services/shared/work_queue.py), whether it is sent
 at once or left for the batch: the item is written first (the write-ahead record of the capture),
 then the hold is reserved through the shared hold record (hold_begin, so captures and releases can
 never together exceed what was authorized), then the provider is called with the item's
@@ -40,7 +40,7 @@ from services.shared import holds as hold_states
 from services.shared.holds import HoldRecord, HoldStore, now_ms
 from services.shared.keys import INDEX_BUCKETS, IdDeriver
 from services.shared.scripts import error_from_reply
-from services.settlement.queue import Claimed, WorkQueue
+from services.shared.work_queue import Claimed, WorkQueue
 
 log = logging.getLogger("giftcard.settlement")
 

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from common.config import SettlementSettings
 from common.errors import MeshError
 from services.settlement.logic import SettlementLogic
-from services.settlement.queue import JobLeases
+from services.shared.work_queue import JobLeases
 from services.shared.background import merchant_call
 from services.shared.holds import now_ms
 from services.shared.keys import INDEX_BUCKETS, bucket_tag

@@ -15,7 +15,7 @@ from services.authorization.server import Recovery
 from services.fulfillment.activations import ActivationStore
 from services.fulfillment.logic import FulfillmentLogic
 from services.settlement.logic import Limits, SettlementLogic
-from services.settlement.queue import JobLeases, WorkQueue
+from services.shared.work_queue import JobLeases, WorkQueue
 from services.settlement.scheduler import Scheduler, SettlementJobs
 from services.settlement.servicer import SettlementServicer
 from services.shared.holds import HoldStore

@@ -12,7 +12,7 @@ from giftcard.authorization.v1 import authorization_pb2 as apb
 from giftcard.gateway.v1 import gateway_pb2
 from giftcard.settlement.v1 import settlement_pb2 as pb
 from giftcard.type.v1 import card_pb2, money_pb2
-from services.settlement.queue import JobLeases, WorkQueue
+from services.shared.work_queue import JobLeases, WorkQueue
 from services.shared.background import merchant_call
 from tests.support.mesh import auth, start_mesh
 
