@@ -179,7 +179,7 @@ def quantity(value: str | int | float) -> float:
 
 
 def rendered_config(manifests: list[dict]) -> dict:
-    (config_map,) = of_kind(manifests, "ConfigMap")
+    (config_map,) = [m for m in of_kind(manifests, "ConfigMap") if "config.yaml" in m["data"]]
     return yaml.safe_load(config_map["data"]["config.yaml"])
 
 
@@ -285,6 +285,17 @@ def test_service_monitor_scrapes_the_all_in_one_pod_once(render: Callable[..., l
     manifests = render(VALUE_SETS["all-in-one"], ["metrics.serviceMonitor.enabled=true"])
     (monitor,) = of_kind(manifests, "ServiceMonitor")
     check_service_monitor(monitor, manifests)
+
+
+def test_grafana_dashboard_ships_as_a_sidecar_configmap_only_when_asked(render: Callable[..., list[dict]]) -> None:
+    assert not [m for m in of_kind(render(VALUE_SETS["all-in-one"]), "ConfigMap") if m["metadata"]["name"].endswith("-dashboard")]
+    manifests = render(VALUE_SETS["all-in-one"], ["metrics.grafanaDashboard.enabled=true",
+                                                  "metrics.grafanaDashboard.folder=Payments"])
+    (dashboard,) = [m for m in of_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"]["grafana_folder"] == "Payments"
+    shipped = json.loads(dashboard["data"]["giftcard-mesh.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "giftcard-mesh.json").read_text())
 
 
 # ---------------------------------------------------------------------------------------------
