@@ -93,7 +93,7 @@ def open_native_holds(client, merchant: str | None = None, now_ms: int | None = 
         pipe = client.pipeline(transaction=False)
         for _, prefix in chunk:
             pipe.zrangebyscore(prefix + ":hold_expiry", f"({now}", "+inf")
-            pipe.hget(prefix + ":card", "masked")
+            pipe.hmget(prefix + ":card", "masked", "currency")
         replies = pipe.execute()
         pipe = client.pipeline(transaction=False)
         wanted = []
@@ -101,12 +101,17 @@ def open_native_holds(client, merchant: str | None = None, now_ms: int | None = 
             hold_ids = [_text(h) for h in replies[2 * index]]
             if hold_ids:
                 pipe.hmget(prefix + ":holds", hold_ids)
-                wanted.append((card_merchant, _text(replies[2 * index + 1] or b"")))
-        for (card_merchant, masked), raw_holds in zip(wanted, pipe.execute() if wanted else []):
-            for raw in raw_holds:
+                masked, currency = (_text(v or b"") for v in replies[2 * index + 1])
+                wanted.append((card_merchant, masked, currency, hold_ids))
+        for (card_merchant, masked, currency, hold_ids), raw_holds in zip(wanted, pipe.execute() if wanted else []):
+            for hold_id, raw in zip(hold_ids, raw_holds):
                 if raw is None:
                     continue
                 hold = json.loads(raw)
+                # The ledger stores a hold without its id (the hash field) and currency (the
+                # card's), see gateway/adapters/native/scripts/lib.lua.
+                hold.setdefault("hold_id", hold_id)
+                hold.setdefault("currency", currency)
                 if hold.get("state") != "open":
                     continue
                 amount = int(hold.get("amount_minor", 0))
