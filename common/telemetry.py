@@ -573,6 +573,14 @@ def instrument_redis(client, tracer_provider: TracerProvider) -> None:
         return (plain if _in_unsampled_trace() else traced)(*args, **options)
 
     client.execute_command = execute_command
+    traced_pipeline = client.__dict__.get("pipeline")
+    if traced_pipeline is not None:  # pipelines likewise (their span metadata is built eagerly)
+        plain_pipeline = type(client).pipeline.__get__(client)
+
+        def pipeline(*args, **options):
+            return (plain_pipeline if _in_unsampled_trace() else traced_pipeline)(*args, **options)
+
+        client.pipeline = pipeline
 
 
 def instrument_http_client(client, tracer_provider: TracerProvider) -> None:
