@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from common.config import DemoSettings
-from common.errors import MeshError
+from common.errors import CARD_ALREADY_EXISTS, MeshError
 
 log = logging.getLogger("giftcard.demo")
 
@@ -21,7 +21,7 @@ async def seed_demo_cards(ledger, demo: DemoSettings) -> int:
             )
             created += 1
         except MeshError as error:
-            if error.reason != "CARD_ALREADY_EXISTS":
+            if error.reason != CARD_ALREADY_EXISTS:
                 raise
     log.info("demo cards ready", extra={"cards_created": created, "cards_configured": len(demo.cards)})
     return created

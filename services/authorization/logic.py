@@ -27,6 +27,7 @@ from common.errors import (
     CURRENCY_MISMATCH,
     HOLD_EXPIRED,
     HOLD_NOT_OPEN,
+    TRANSACTION_NOT_REVERSIBLE,
     TRANSACTION_REVERSED,
     MeshError,
     failed_precondition,
@@ -46,7 +47,6 @@ from services.shared.transactions import TransactionRecord, TransactionStore
 
 log = logging.getLogger("giftcard.authorization")
 
-TRANSACTION_NOT_REVERSIBLE = "TRANSACTION_NOT_REVERSIBLE"
 # Budget for work that must finish although the caller stopped waiting (compensation, reversal).
 COMPENSATION_SECONDS = 30.0
 HOLD_PREFIX = "hld_"

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import grpc
 
 from common.cards import CardId
-from common.errors import CARD_ALREADY_ACTIVE, MeshError, failed_precondition
+from common.errors import CARD_ALREADY_ACTIVE, CARD_HAS_OPEN_HOLDS, MeshError, failed_precondition
 from common.idempotency import TRANSIENT_CODES
 from common.money import Money
 from common.sealing import Sealer
@@ -45,7 +45,6 @@ log = logging.getLogger("giftcard.fulfillment")
 
 ACTIVATION_MISMATCH = "ACTIVATION_MISMATCH"
 ACTIVATION_FAILED = "ACTIVATION_FAILED"
-CARD_HAS_OPEN_HOLDS = "CARD_HAS_OPEN_HOLDS"
 # A line moves through at most four states; more rounds means records are being fought over.
 _MAX_ROUNDS = 8
 

@@ -21,7 +21,14 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from common.config import MerchantSettings
-from common.errors import CARD_INACTIVE, CURRENCY_MISMATCH, MeshError, failed_precondition, invalid_argument
+from common.errors import (
+    BALANCE_LIMIT_EXCEEDED,
+    CARD_INACTIVE,
+    CURRENCY_MISMATCH,
+    MeshError,
+    failed_precondition,
+    invalid_argument,
+)
 from common.idempotency import TRANSIENT_CODES
 from common.money import Money
 from giftcard.gateway.v1 import gateway_pb2
@@ -29,7 +36,6 @@ from giftcard.type.v1 import card_pb2, money_pb2, transaction_pb2
 from services.refund.split import Payment, RefundTooLarge, split_refund
 
 RELOAD_LIMIT_EXCEEDED = "RELOAD_LIMIT_EXCEEDED"
-BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
 NOTHING_TO_FUND = "NOTHING_TO_FUND"
 NEW_CARD, FUND_EXISTING = "NEW_CARD", "FUND_EXISTING"
 

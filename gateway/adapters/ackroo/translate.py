@@ -13,6 +13,7 @@ from common.errors import (
     INSUFFICIENT_FUNDS,
     PROVIDER_ERROR,
     TRANSACTION_NOT_FOUND,
+    TRANSACTION_NOT_REVERSIBLE,
     TRANSACTION_REVERSED,
     MeshError,
     invalid_argument,
@@ -42,7 +43,7 @@ ERRORS: dict[str, VendorErrorRule] = {
     "TransactionAlreadyReversed": VendorErrorRule(_FP, TRANSACTION_REVERSED, "transaction already reversed"),
     "InsufficientFunds": VendorErrorRule(_FP, INSUFFICIENT_FUNDS, "balance does not cover the amount"),
     "CardNotActive": VendorErrorRule(_FP, CARD_INACTIVE, "card is not active"),
-    "TransactionNotReversible": VendorErrorRule(_FP, "TRANSACTION_NOT_REVERSIBLE", "transaction cannot be reversed"),
+    "TransactionNotReversible": VendorErrorRule(_FP, TRANSACTION_NOT_REVERSIBLE, "transaction cannot be reversed"),
 }
 
 

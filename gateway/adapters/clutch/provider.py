@@ -27,7 +27,14 @@ from __future__ import annotations
 import dataclasses
 
 from common.config import ProviderProfile
-from common.errors import HOLD_NOT_OPEN, INSUFFICIENT_FUNDS, MeshError, failed_precondition, invalid_argument
+from common.errors import (
+    HOLD_NOT_OPEN,
+    INSUFFICIENT_FUNDS,
+    TRANSACTION_NOT_REVERSIBLE,
+    MeshError,
+    failed_precondition,
+    invalid_argument,
+)
 from common.money import Money
 from gateway.adapters.clutch import translate as t
 from gateway.adapters.clutch.client import ClutchClient
@@ -42,7 +49,6 @@ CAPABILITIES = Capabilities(
     # capability stays False: declaring it would make fulfillment load the card a second time.
     issue_value=False, pin_required=False,
 )
-TRANSACTION_NOT_REVERSIBLE = "TRANSACTION_NOT_REVERSIBLE"
 # Provider transaction ids this adapter hands out, so reverse() knows what it is undoing.
 _HOLD, _REDEEM = "H", "S"
 _KIND_HOLD, _KIND_REDEEM = "hold", "redeem"

@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import grpc
 
-from common.errors import MeshError
+from common.errors import CARD_ALREADY_EXISTS, MeshError
 from common.redis_scripts import hash_tag
 from common.sealing import Sealer
 
@@ -193,7 +193,7 @@ class AllocationStore:
         try:
             await ledger.create_card(merchant, creds.card_number, currency, pin=creds.ledger_pin)
         except MeshError as error:
-            if error.reason != "CARD_ALREADY_EXISTS":
+            if error.reason != CARD_ALREADY_EXISTS:
                 raise
 
     async def _draw_unused(self, ledger, merchant: str, program: Program) -> Credentials:

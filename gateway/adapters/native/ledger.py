@@ -42,7 +42,10 @@ from redis.exceptions import ResponseError
 
 from common.errors import (
     AMOUNT_EXCEEDS_OPEN,
+    BALANCE_LIMIT_EXCEEDED,
     CARD_ALREADY_ACTIVE,
+    CARD_ALREADY_EXISTS,
+    CARD_HAS_OPEN_HOLDS,
     CARD_INACTIVE,
     CARD_LOCKED,
     CARD_NOT_FOUND,
@@ -54,6 +57,7 @@ from common.errors import (
     INSUFFICIENT_FUNDS,
     INVALID_PIN,
     TRANSACTION_NOT_FOUND,
+    TRANSACTION_NOT_REVERSIBLE,
     TRANSACTION_REVERSED,
     MeshError,
     invalid_argument,
@@ -62,10 +66,6 @@ from common.cards import mask_number
 from common.redis_scripts import hash_tag
 
 # Reasons this ledger adds to the mesh's set (candidates for common/errors.py).
-CARD_ALREADY_EXISTS = "CARD_ALREADY_EXISTS"
-CARD_HAS_OPEN_HOLDS = "CARD_HAS_OPEN_HOLDS"
-TRANSACTION_NOT_REVERSIBLE = "TRANSACTION_NOT_REVERSIBLE"
-BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
 
 _FAILED_PRECONDITION = (
     INSUFFICIENT_FUNDS, CARD_ALREADY_ACTIVE, CARD_INACTIVE, CURRENCY_MISMATCH, HOLD_EXPIRED,

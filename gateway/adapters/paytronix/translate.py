@@ -14,7 +14,9 @@ from common.errors import (
     INVALID_PIN,
     PROVIDER_ERROR,
     PROVIDER_TIMEOUT,
+    SAME_CARD,
     TRANSACTION_NOT_FOUND,
+    TRANSACTION_NOT_REVERSIBLE,
     TRANSACTION_REVERSED,
     MeshError,
     invalid_argument,
@@ -55,10 +57,10 @@ ERRORS: dict[str, VendorErrorRule] = {
     "gift.card_already_active": VendorErrorRule(_FP, CARD_ALREADY_ACTIVE, "card is already active"),
     "gift.invalid_registration_code": VendorErrorRule(grpc.StatusCode.PERMISSION_DENIED, INVALID_PIN, "PIN does not match the card"),
     "gift.insufficient_balance": VendorErrorRule(_FP, INSUFFICIENT_FUNDS, "balance does not cover the amount"),
-    "gift.same_card": VendorErrorRule(grpc.StatusCode.INVALID_ARGUMENT, "SAME_CARD", "exchange needs two different cards"),
+    "gift.same_card": VendorErrorRule(grpc.StatusCode.INVALID_ARGUMENT, SAME_CARD, "exchange needs two different cards"),
     "transaction.not_found": VendorErrorRule(grpc.StatusCode.NOT_FOUND, TRANSACTION_NOT_FOUND, "transaction not found"),
     "transaction.already_reversed": VendorErrorRule(_FP, TRANSACTION_REVERSED, "transaction already reversed"),
-    "transaction.not_reversible": VendorErrorRule(_FP, "TRANSACTION_NOT_REVERSIBLE", "transaction cannot be reversed"),
+    "transaction.not_reversible": VendorErrorRule(_FP, TRANSACTION_NOT_REVERSIBLE, "transaction cannot be reversed"),
     # A new request reusing our reference: the original was applied and its reply lost. The
     # provider answers it from its journal (provider.py); only without a journal entry (an
     # in-memory journal after a restart) does it get here: outcome unknown, not a refusal.

@@ -31,6 +31,7 @@ from common.errors import (
     CARD_INACTIVE,
     INSUFFICIENT_FUNDS,
     TRANSACTION_NOT_FOUND,
+    TRANSACTION_NOT_REVERSIBLE,
     TRANSACTION_REVERSED,
     MeshError,
     failed_precondition,
@@ -64,7 +65,6 @@ CAPABILITIES = Capabilities(
     exchange=False, allocate=True, claim_links=True, activate=True, credit=True, issue_value=False,
     pin_required=True,
 )
-TRANSACTION_NOT_REVERSIBLE = "TRANSACTION_NOT_REVERSIBLE"
 # Voids needed to clear a reference's redemptions after a DuplicateRequestId (bounded loop).
 _MAX_VOIDS = 8
 
