@@ -17,6 +17,7 @@ import pytest
 from tests.chaos.workload import Workload, run_audit
 from tests.support.mesh import start_mesh
 from mesh.services import SPECS
+from tests.conftest import free_port
 from tests.support.processes import start_server, write_config
 
 RESOLVER = {
@@ -26,21 +27,24 @@ RESOLVER = {
 
 
 class Restartable:
-    """The server process and a channel to it; `kill()` is kill -9, `start()` a fresh process."""
+    """One `giftcard serve` process on a fixed port and a channel to it; `kill()` is kill -9,
+    `start()` a fresh process on the same port."""
 
-    def __init__(self, config, services, tmp_path) -> None:
-        self.config, self.services, self.tmp_path = config, services, tmp_path
+    def __init__(self, config, services, tmp_path, env: dict[str, str] | None = None) -> None:
+        self.config, self.services, self.tmp_path, self.env = config, services, tmp_path, env
+        self.port = free_port()
         self.server = None
-        self.channel: grpc.aio.Channel | None = None
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
         self.starts = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self.starts += 1
-        log = self.tmp_path / f"server-{self.starts}.log"
-        self.server = await asyncio.to_thread(start_server, self.config, self.services, log, None, 60)
-        old, self.channel = self.channel, grpc.aio.insecure_channel(self.server.address)
-        if old is not None:
-            await old.close()
+        log = self.tmp_path / f"{'-'.join(self.services)}-{self.starts}.log"
+        self.server = await asyncio.to_thread(start_server, self.config, self.services, log, self.env, 60, self.port)
 
     def kill(self) -> None:
         self.server.process.kill()
@@ -48,6 +52,38 @@ class Restartable:
 
     def stub(self, service: str):
         return SPECS[service].stub(self.channel)
+
+    async def close(self) -> None:
+        if self.server is not None and self.server.process.poll() is None:
+            self.server.stop()
+        await self.channel.close()
+
+
+class Processes:
+    """The mesh as the test runs it: one all-in-one process, or one process per service
+    (separate mode: each service reaches the gateway process over gRPC)."""
+
+    def __init__(self, mode: str, config, tmp_path) -> None:
+        if mode == "all-in-one":
+            self.members = {"all": Restartable(config, ["all"], tmp_path)}
+            self.route = {name: "all" for name in SPECS}
+            return
+        gateway = Restartable(config, ["gateway"], tmp_path)
+        env = {"GIFTCARD_ENDPOINTS__GATEWAY": gateway.address}
+        self.members = {"gateway": gateway, **{name: Restartable(config, [name], tmp_path, env)
+                                               for name in SPECS if name != "gateway"}}
+        self.route = {name: name for name in SPECS}
+
+    async def start(self) -> None:
+        for member in self.members.values():
+            await member.start()
+
+    def stub(self, service: str):
+        return self.members[self.route[service]].stub(service)
+
+    async def close(self) -> None:
+        for member in self.members.values():
+            await member.close()
 
 
 async def _wait_resolved(redis_url: str, grace: float, timeout: float = 90) -> None:
@@ -59,12 +95,14 @@ async def _wait_resolved(redis_url: str, grace: float, timeout: float = 90) -> N
         await asyncio.sleep(1)
 
 
-async def _crash_run(redis_url, tmp_path, *, kills: int, clients: int, operations: int, seed: int) -> dict:
+async def _crash_run(redis_url, tmp_path, *, kills: int, clients: int, operations: int, seed: int,
+                     mode: str = "all-in-one") -> dict:
     rng = random.Random(seed)
     # The test's runtime only lends its native ledger (cards and history); its scheduler is off.
     mesh = await start_mesh("all-in-one", redis_url, settlement={"scheduler_enabled": False})
     config = write_config(tmp_path, redis_url, settlement=RESOLVER, grpc={"shutdown_grace_seconds": 2})
-    target = Restartable(config, ["all"], tmp_path)
+    target = Processes(mode, config, tmp_path)
+    killed: list[str] = []
     try:
         await target.start()
         workload = Workload(target.stub, mesh.runtimes[0].providers.native_ledger, rng,
@@ -78,17 +116,20 @@ async def _crash_run(redis_url, tmp_path, *, kills: int, clients: int, operation
             await asyncio.sleep(rng.uniform(0.5, 2.5))
             if running.done():
                 break
-            target.kill()  # SIGKILL: no drain, in-flight calls die with it
+            name = rng.choice(sorted(target.members))
+            victim = target.members[name]
+            victim.kill()  # SIGKILL: no drain, in-flight calls die with it
             crashes += 1
+            killed.append(name)
             await asyncio.sleep(rng.uniform(0, 0.5))
-            await target.start()
+            await victim.start()
         await asyncio.sleep(1.0)
         stop.set()
         await running
         await _wait_resolved(redis_url, RESOLVER["resolver_grace_seconds"])
         report = await asyncio.to_thread(run_audit, redis_url, grace_seconds=RESOLVER["resolver_grace_seconds"] * 2)
         figures = workload.figures()
-        figures.update(crashes=crashes, seed=seed, audit=report.summary())
+        figures.update(crashes=crashes, killed=killed, mode=mode, seed=seed, audit=report.summary())
         print("chaos figures:", json.dumps(figures, sort_keys=True))
         assert crashes >= min(kills, 2), "the kills should land during the workload"
         assert report.ok, "\n".join(map(str, report.violations))
@@ -99,10 +140,7 @@ async def _crash_run(redis_url, tmp_path, *, kills: int, clients: int, operation
         assert figures["ok"] > figures["operations"] // 3, figures
         return figures
     finally:
-        if target.server is not None and target.server.process.poll() is None:
-            target.server.stop()
-        if target.channel is not None:
-            await target.channel.close()
+        await target.close()
         await mesh.close()
 
 
@@ -112,6 +150,15 @@ async def test_kill_9_mid_workload_loses_no_acknowledged_operation(redis_client,
     await _crash_run(redis_url, tmp_path, kills=3, clients=4, operations=20_000, seed=random.randrange(1 << 30))
 
 
+async def test_kill_9_of_any_service_process_in_separate_mode_loses_no_acknowledged_operation(
+        redis_client, redis_url, tmp_path):
+    # Each kill picks one of the six processes (the gateway included) at random.
+    await _crash_run(redis_url, tmp_path, kills=4, clients=4, operations=20_000, seed=random.randrange(1 << 30),
+                     mode="separate")
+
+
 @pytest.mark.slow
-async def test_kill_9_mid_workload_many_times(redis_client, redis_url, tmp_path):
-    await _crash_run(redis_url, tmp_path, kills=12, clients=6, operations=2000, seed=random.randrange(1 << 30))
+@pytest.mark.parametrize("mode", ["all-in-one", "separate"])
+async def test_kill_9_mid_workload_many_times(redis_client, redis_url, tmp_path, mode):
+    await _crash_run(redis_url, tmp_path, kills=12, clients=6, operations=2000, seed=random.randrange(1 << 30),
+                     mode=mode)

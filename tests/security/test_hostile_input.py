@@ -102,6 +102,8 @@ class Checker:
         self.state = money_state(served.redis)
         self.records = idempotency_records(served.redis)
         self.history: list[str] = []  # the last calls, to name the culprit when state drifts
+        # The last calls whose outcome was unknown (DEADLINE_EXCEEDED): work that may land late.
+        self.unknown_outcomes: list[str] = []
 
     def quiescent_state(self) -> dict[bytes, bytes]:
         until = time.monotonic() + 2
@@ -117,7 +119,7 @@ class Checker:
     def send(self, rpc, body, *, raw: bool = False, timeout: float = 15, label: str = "message") -> None:
         call = self.served.method(rpc, raw=raw)
         FIGURES[f"{self.served.mode}:{label}"] += 1
-        self.history = [*self.history[-4:], f"{rpc.name} {label} {_preview(body)[:400]}"]
+        self.history = [*self.history[-4:], f"{time.strftime('%H:%M:%S')} {rpc.name} {label} {_preview(body)[:400]}"]
         try:
             call(body, metadata=METADATA, timeout=timeout)
         except grpc.RpcError as error:
@@ -135,6 +137,7 @@ class Checker:
                 # transit time to land (until two snapshots 0.1 s apart agree, at most 2 s), then
                 # take the state as the new reference.
                 FIGURES["deadline exceeded (unknown outcome)"] += 1
+                self.unknown_outcomes = [*self.unknown_outcomes[-4:], self.history[-1]]
                 self.state = self.quiescent_state()
                 self.records = idempotency_records(self.served.redis)
                 return
@@ -153,7 +156,8 @@ class Checker:
                     changed.discard(key)
             assert not changed, f"{rpc.name} refused ({code.name} {error_reason(error)}) but changed " + "; ".join(
                 f"{k!r}: {self.state.get(k)!r} -> {after.get(k)!r}" for k in sorted(changed)[:3]
-            )[:3000] + "\nlast calls:\n" + "\n".join(self.history)
+            )[:3000] + "\nlast calls:\n" + "\n".join(self.history) \
+                + "\nlast calls with an unknown outcome:\n" + "\n".join(self.unknown_outcomes)
             records = idempotency_records(self.served.redis)
             for key in records.keys() - self.records.keys():
                 record = records[key]

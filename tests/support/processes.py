@@ -51,9 +51,11 @@ def write_config(directory: Path, redis_url: str, **extra) -> Path:
 
 
 def start_server(
-    config: Path, services: list[str], log_path: Path, env: dict[str, str] | None = None, ready_timeout: float = 20
+    config: Path, services: list[str], log_path: Path, env: dict[str, str] | None = None, ready_timeout: float = 20,
+    port: int | None = None,
 ) -> ServerProcess:
-    port = free_port()
+    """`port`: a fixed one, so a restarted process is found where its clients look for it."""
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mesh", "serve", *services, "--config", str(config), "--port", str(port)],
         env={**os.environ, **(env or {})},
