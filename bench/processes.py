@@ -260,6 +260,8 @@ class Monitor:
                     command = f"evalsha:{self._names.get(quoted[3].decode(), quoted[3].decode()[:8])}"
             except IndexError:
                 continue
+            if command == "info" and source != b"lua":
+                continue  # the harness's own INFO (round-trip count), not the mesh's
             bucket = sample.script_commands if source == b"lua" else sample.client_commands
             bucket[command] = bucket.get(command, 0) + 1
         return sample

@@ -166,14 +166,26 @@ def markdown(results: dict) -> str:
             out.append(f"- {key}{summary}: " + ", ".join(f"{k} {v}" for k, v in data["redis_client_commands"].items()))
     scaling = results.get("scaling", {})
     if scaling:
-        out += ["", f"## Scaling ({scaling['scenario']}, all-in-one, SO_REUSEPORT, "
-                    f"{scaling.get('connections', '?')} connections)", ""]
-        for workers, data in scaling["workers"].items():
-            share = data.get("worker_cpu_share")
-            out.append(f"- N={workers}: {_f(data.get('rps'), 0)} rps, p99 {_f(data.get('p99_ms'))} ms, "
-                       f"CPU {_f(data.get('server_cpu_ms_per_call'))} ms/call"
-                       + (f", CPU share per worker {share}" if share else "") + f" ({data['status']})")
-        out.append(f"- N=2 / N=1 = {_f(results.get('scaling_n2_over_n1'))}")
+        runs = [(scaling, results.get("scaling_n2_over_n1"))]
+        if scaling.get("also"):
+            runs.append((scaling["also"], scaling["also"].get("n2_over_n1")))
+        for run, ratio in runs:
+            out += ["", f"## Scaling ({run['scenario']}, all-in-one, SO_REUSEPORT, "
+                        f"{run.get('connections', '?')} connections)", ""]
+            for workers, data in run["workers"].items():
+                share = data.get("worker_cpu_share")
+                busy = data.get("machine_busy")
+                out.append(f"- N={workers}: {_f(data.get('rps'), 0)} rps ({data.get('generator')}), p99 {_f(data.get('p99_ms'))} ms, "
+                           f"server CPU {_f(data.get('server_cpu_ms_per_call'))} ms/call, whole machine "
+                           f"{_f(data.get('machine_cpu_ms_per_call'))} ms/call, machine busy "
+                           f"{_f(busy * 100 if busy is not None else None, 0, '%')}"
+                           + (f", CPU share per worker {share}" if share else "") + f" ({data['status']})")
+            out.append(f"- N=2 / N=1 = {_f(ratio)}")
+            ceiling = run.get("machine_ceiling_over_n1")
+            if ceiling is not None:
+                out.append(f"- ceiling on this machine: {_f(ceiling)} x N=1 (every CPU busy at N=1's whole-machine "
+                           "CPU per call, i.e. server + load generator + Redis + kernel + other tenants); "
+                           "a ratio target above it cannot be met here by the server")
     tracing = results.get("tracing", {})
     if tracing:
         out += ["", f"## Tracing cost ({tracing['scenario']}, all-in-one)", "", f"Exporter: {tracing['exporter']}.", ""]

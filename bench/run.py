@@ -365,27 +365,40 @@ class Bench:
 
     def _scaling(self) -> None:
         scenario = self._headline()
-        rps = {}
-        self.results["scaling"] = {"scenario": scenario, "workers": {}}
         # 16 connections instead of 8: SO_REUSEPORT spreads connections (not calls) over the
         # workers by a hash, so more connections give a more even split.
         runner = Runner(self.workdir, self.runner.redis, self.runner.h2load,
                         dataclasses.replace(self.profile.load, connections=16), _log)
-        self.results["scaling"]["connections"] = 16
+        self.results["scaling"] = {"scenario": scenario, "connections": 16, "workers": {}}
+        self.results["scaling_n2_over_n1"] = self._scale(runner, scenario, self.results["scaling"])
+        if scenario != "GetBalance":
+            # Also with the cheapest generator (h2load, C): on 2 CPUs the Python load generator
+            # and Redis take a share the server workers then cannot have.
+            also = {"scenario": "GetBalance", "connections": 16, "workers": {}}
+            self.results["scaling"]["also"] = also
+            also["n2_over_n1"] = self._scale(runner, "GetBalance", also)
+
+    def _scale(self, runner: Runner, scenario: str, into: dict) -> float | None:
+        rps = {}
         for workers in (1, 2):
             _log(f"scaling: all-in-one x{workers} workers, {scenario}")
             mesh = self._mesh(f"scaling-n{workers}")
             try:
-                outcome = runner.run(f"scaling-n{workers}", mesh.address("authorization"), mesh.pids,
-                                          self._work(scenario, "scaling", []), monitor=False)
+                outcome = runner.run(f"scaling-n{workers}-{scenario}", mesh.address("authorization"), mesh.pids,
+                                     self._work(scenario, "scaling", []), monitor=False)
                 outcome.rss_mb = self.runner.rss(mesh.pids)
             finally:
                 self._release(mesh)
-            _log(f"  -> {_brief(outcome)}")
-            self.results["scaling"]["workers"][str(workers)] = _scenario_json(outcome, self.results["echo_rps"])
+            _log(f"  -> {_brief(outcome)}, machine busy {_pct(outcome.machine_busy)}")
+            into["workers"][str(workers)] = _scenario_json(outcome, self.results["echo_rps"])
             rps[workers] = outcome.rps
-        self.results["scaling_n2_over_n1"] = rps[2] / rps[1] if rps.get(1) and rps.get(2) else None
-
+        one = into["workers"]["1"]
+        cpus = os.cpu_count() or 1
+        if one.get("machine_cpu_ms_per_call") and rps.get(1):
+            # Throughput with every CPU busy at N=1's cost per call (server + generator + Redis +
+            # kernel + other tenants), over N=1's: the most N workers can add on this machine.
+            into["machine_ceiling_over_n1"] = cpus * 1000 / one["machine_cpu_ms_per_call"] / rps[1]
+        return rps[2] / rps[1] if rps.get(1) and rps.get(2) else None
     def _tracing(self) -> None:
         scenario = self._headline()
         self.results["tracing"] = {
@@ -434,6 +447,10 @@ class Bench:
                          growth=(last - first) / first, max_growth=(max(samples) - first) / first)
         _log(f"  -> {entry.get('first_mb')} MB -> {entry.get('last_mb')} MB")
         self.results["rss_over_time"] = entry
+
+
+def _pct(value: float | None) -> str:
+    return "?" if value is None else f"{value * 100:.0f}%"
 
 
 def _numbers(outcome: Outcome) -> dict:

@@ -7,6 +7,7 @@ Two generators: h2load for a repeated body (the echo baseline, GetBalance, Autho
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import threading
@@ -87,6 +88,8 @@ class Outcome:
     evalsha_per_call: float | None = None
     server_cpu_ms_per_call: float | None = None
     redis_cpu_ms_per_call: float | None = None
+    machine_cpu_ms_per_call: float | None = None  # every process on the machine, per call
+    machine_busy: float | None = None  # share of all CPUs busy during the measured window
     redis_bytes_per_call: float | None = None
     rss_mb: list[float] = field(default_factory=list)
     rss_samples_mb: list[float] = field(default_factory=list)
@@ -170,6 +173,18 @@ class Snapshot:
         self.cpu = [cpu_seconds(pid) for pid in pids]
         self.redis_cpu = cpu_seconds(redis.pid)
         self.redis = redis.stats()
+        self.machine_busy = machine_busy_seconds()
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far (all CPUs, /proc/stat: everything but idle
+    and iowait): server, load generator, Redis, the kernel's loopback work, and other tenants."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 class Runner:
@@ -345,6 +360,11 @@ class Runner:
         if len(cpu) > 1 and sum(cpu) > 0:
             outcome.worker_cpu_share = [round(c / sum(cpu), 3) for c in cpu]
         outcome.redis_cpu_ms_per_call = (after.redis_cpu - before.redis_cpu) / calls * 1000
+        # What one call costs the whole machine, and how busy the machine was: with every CPU
+        # busy, more server workers cannot add throughput (scaling, bench/README.md).
+        machine = after.machine_busy - before.machine_busy
+        outcome.machine_cpu_ms_per_call = machine / calls * 1000
+        outcome.machine_busy = machine / max((after.at - before.at) * (os.cpu_count() or 1), 1e-9)
         # The harness's own INFO calls are in the delta too: two per snapshot, negligible.
         outcome.redis_commands_per_call = (after.redis["total_commands"] - before.redis["total_commands"]) / calls
         evalsha = sum(after.redis["commands"].get(c, 0) - before.redis["commands"].get(c, 0) for c in ("evalsha", "eval"))
