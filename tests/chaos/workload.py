@@ -42,8 +42,9 @@ RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.CANCELLED,
 }
-OPERATIONS = ("authorize", "capture", "release", "redeem", "void", "refund", "reload", "cash_out", "exchange")
-WEIGHTS = (6, 5, 3, 6, 2, 3, 3, 1, 1)
+OPERATIONS = ("authorize", "capture", "release", "redeem", "checkout", "void", "refund", "reload", "cash_out",
+              "exchange")
+WEIGHTS = (6, 5, 3, 6, 2, 2, 3, 3, 1, 1)
 
 
 def usd(minor: int) -> money_pb2.Money:
@@ -215,6 +216,10 @@ class Workload:
             self.model.move(request.card.card_number, -reply.amount_removed.amount_minor, "cashed_out")
         elif op == "redeem" and reply.redeemed.amount_minor > 0:
             self.model.move(request.card.card_number, -reply.redeemed.amount_minor, "redeemed")
+        elif op == "checkout":
+            for tender, result in zip(request.tenders, reply.tenders):
+                if result.state == apb.TENDER_STATE_APPROVED:
+                    self.model.move(tender.card.card_number, -result.amount.amount_minor, "redeemed")
         elif op == "capture" and reply.settlement.state == spb.SETTLEMENT_STATE_SETTLED:
             card = next(c for h, c in self.pools.holds if h == request.hold_id)
             self.model.move(card, -reply.settlement.amount.amount_minor, "captured")
@@ -295,6 +300,24 @@ class Workload:
             # Voids and refunds race on the same redemptions: only one of them may give money back.
             self.pools.redemptions.append(reply.transaction.transaction_id)
             self.pools.payments.append(reply.transaction.transaction_id)
+
+    async def checkout(self) -> None:
+        """Two cards redeemed as one order; a declined external tender (or a card short of
+        funds) makes the mesh void the approved ones."""
+        if len(self.pools.cards) < 2:
+            return
+        cards = tuple(self.rng.sample(self.pools.cards, 2))
+        request = apb.CheckoutRequest(
+            request_id=self._request_id("chk"), order_id=f"o-{self._request}", action=apb.CHECKOUT_ACTION_REDEEM,
+            tenders=[apb.CheckoutTender(card=card_pb2.CardRef(card_number=c), amount=usd(self.rng.randint(1_00, 25_00)))
+                     for c in cards],
+            external_tenders=[apb.ExternalTender(kind="credit_card", approved=self.rng.random() < 0.8)])
+        reply = await self.call("checkout", "authorization", "Checkout", request, cards)
+        self._apply_late("checkout", request, reply)
+        for tender in reply.tenders if reply is not None else ():
+            if tender.state == apb.TENDER_STATE_APPROVED:
+                self.pools.redemptions.append(tender.reference_id)
+                self.pools.payments.append(tender.reference_id)
 
     async def void(self) -> None:
         if not self.pools.redemptions:
