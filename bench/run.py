@@ -93,16 +93,11 @@ class _ScriptRecorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list, list]] = []
+        self.sources: dict[str, str] = {}  # sha -> script source (set from the ledger's scripts)
 
-    def register_script(self, source: str):
-        recorder = self
-
-        class _Script:
-            async def __call__(self, keys=(), args=(), client=None) -> str:
-                recorder.calls.append((source, list(keys), list(args)))
-                return recorder._REPLY
-
-        return _Script()
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args) -> str:
+        self.calls.append((self.sources[sha], list(keys_and_args[:numkeys]), list(keys_and_args[numkeys:])))
+        return self._REPLY
 
 
 async def _memory_per_hold(redis: RedisServer, config: Path, holds: int, cards: int) -> dict:
@@ -117,6 +112,7 @@ async def _memory_per_hold(redis: RedisServer, config: Path, holds: int, cards: 
     settings = load_settings(str(config))
     recorder = _ScriptRecorder()
     ledger = NativeLedger(recorder, settings.card_hash_key)
+    recorder.sources = {script.sha: script.script for script in ledger._scripts.values()}
     expires = int(time.time() * 1000) + 7 * 24 * 3600 * 1000
     for i in range(holds):
         await ledger.hold("demo", numbers[i % cards], payloads.AMOUNT_MINOR, payloads.CURRENCY,

@@ -63,7 +63,7 @@ from common.errors import (
     invalid_argument,
 )
 from common.cards import mask_number
-from common.redis_scripts import hash_tag
+from common.redis_scripts import LuaScript, hash_tag
 
 # Reasons this ledger adds to the mesh's set (candidates for common/errors.py).
 
@@ -209,7 +209,7 @@ class NativeLedger:
         library = (_SCRIPT_DIR / "lib.lua").read_text()
         # lib.lua is prepended to every script: Redis scripts cannot include one another.
         self._scripts = {
-            name: redis.register_script(library + (_SCRIPT_DIR / f"{name}.lua").read_text())
+            name: LuaScript(redis, library + (_SCRIPT_DIR / f"{name}.lua").read_text())
             for name in _SCRIPTS
         }
 
