@@ -106,13 +106,16 @@ class Checker:
         self.unknown_outcomes: list[str] = []
 
     def quiescent_state(self) -> dict[bytes, bytes]:
-        until = time.monotonic() + 2
-        last = None
+        """The state once it has stopped changing for 0.3 s (at most 5 s: a request queued at a
+        busy server can start well after its caller gave up)."""
+        until = time.monotonic() + 5
+        last, stable = None, 0
         while True:
             time.sleep(0.1)
             self.served.settle()
             state = money_state(self.served.redis)
-            if state == last or time.monotonic() > until:
+            stable = stable + 1 if state == last else 0
+            if stable >= 3 or time.monotonic() > until:
                 return state
             last = state
 
