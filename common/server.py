@@ -58,7 +58,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         self._default_deadline = default_deadline
         self._access_log = access_log
         self._spans = spans
-        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
@@ -98,10 +98,10 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                 span, token = spans.start(method, service, rpc, metadata, context.peer)
             try:
                 merchant_id = await authenticator.authenticate_async(metadata)
-                if span is not None and span.is_recording():
+                if span is None:
+                    annotate_server_span(merchant_id)  # a server span started by another interceptor
+                elif span.is_recording():
                     span.set_attribute("giftcard.merchant_id", merchant_id)
-                else:
-                    annotate_server_span(merchant_id)
                 if self._limits is not None:
                     await self._limits.admit_merchant_call(merchant_id, service)
                 if request is _UNDECODABLE:
