@@ -126,6 +126,8 @@ class AuthorizationLogic:
         except MeshError as error:
             if is_final(error):
                 await self.intents.finish(merchant, reference, intent_states.FAILED)
+                if client_transaction_id:  # nothing was held: the refusal leaves no binding
+                    await self.transactions.release_client_id(merchant, client_transaction_id, hold_id)
             raise
         result = reply.result
         # The record as stored (this attempt's, or an earlier attempt's on a retry): the response

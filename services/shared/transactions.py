@@ -159,6 +159,11 @@ class TransactionStore:
         )
         return text(reply) == "NEW"
 
+    async def release_client_id(self, merchant: str, client_transaction_id: str, target_id: str) -> bool:
+        """Unbind the caller's id from an operation the provider refused for good."""
+        return bool(await self._scripts("client_release", [self.client_key(merchant, client_transaction_id)],
+                                        [target_id]))
+
     async def tombstone_or_binding(self, merchant: str, client_transaction_id: str) -> ClientBinding:
         """Reversal by client id: tombstone it if nothing was bound, else return the binding."""
         key = self.client_key(merchant, client_transaction_id)

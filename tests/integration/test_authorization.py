@@ -449,6 +449,18 @@ async def test_reusing_a_client_id_for_another_operation_is_refused(mesh):
     assert await balance_of(mesh, number) == (90_00, 0)
 
 
+async def test_a_refused_authorization_leaves_its_client_id_free(mesh, redis_client):
+    short = await new_card(mesh, 5_00)
+    code, reason, _, _ = await fails(mesh, "Authorize", authorize(short, 30_00, client_transaction_id="pos-7"))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")
+    assert await redis_client.keys("mesh:client:*pos-7*") == []  # the refusal changed nothing
+    funded = await new_card(mesh, 100_00)
+    hold = (await call(mesh, "Authorize", authorize(funded, 30_00, client_transaction_id="pos-7"))).hold
+    reply = await call(mesh, "ReverseTransaction", pb.ReverseTransactionRequest(request_id=rid(), client_transaction_id="pos-7"))
+    assert (reply.outcome, reply.amount.amount_minor) == (pb.REVERSAL_OUTCOME_REVERSED, 30_00)
+    assert (await call(mesh, "GetHold", pb.GetHoldRequest(hold_id=hold.hold_id))).hold.state == hold_pb2.HOLD_STATE_RELEASED
+
+
 async def test_reverse_transaction_needs_a_target(mesh):
     code, _, _, fields = await fails(mesh, "ReverseTransaction", pb.ReverseTransactionRequest(request_id=rid()))
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["target"])
