@@ -132,9 +132,12 @@ class HoldStore:
         args: list = []
         for name, value in fields.items():
             args += [name, value]
-        # Indexed first (the ZADD goes ahead of the script in the same pipeline, and an error in
-        # either raises): a crash after it leaves an entry the sweep drops, never an unswept hold.
-        # The index has its own hash tag, so it cannot be written by the script itself.
+        # The expiry index entry goes ahead of the record in the same round trip (its own hash
+        # tag, so not inside the script); an error in either raises. A crash between them, in
+        # either order (a Cluster sends each node's share apart), leaves at worst an index entry
+        # the sweep drops, or a record whose creating operation is not finished (Authorize's
+        # intent still pending, settlement's transfer not committed): its retry sends both
+        # again, or the resolver reverses the hold and closes the record.
         index = self.expiry_index(merchant, bucket_of(hold_id))
         reply = await self._scripts.after(
             self._redis, [("ZADD", index, expires_at_ms, hold_id)], "hold_create", [key], args,

@@ -55,9 +55,10 @@ class Scripts:
     async def after(self, redis: Redis, commands: list[tuple], name: str, keys: list[str], args: list) -> object:
         """Send `commands` (plain Redis commands, e.g. ("ZADD", key, score, member)) and then the
         script, in one pipeline (one round trip, no MULTI: the keys may sit in different Cluster
-        slots); Redis runs them in that order. Any error among them raises, so a caller that
-        needed the commands to land first never goes on as if they had. Returns the script's
-        reply. Use it only for commands that are harmless to repeat (a retry sends them again)."""
+        slots). One Redis runs them in that order; on a Cluster each node's share is sent apart,
+        so a caller must not depend on the order for safety. Any error among them raises, so the
+        caller never goes on as if they had all landed. Returns the script's reply. Use it only
+        for commands that are harmless to repeat (a retry sends them again)."""
         script = self._set[name]
         for attempt in (1, 2):
             pipe = redis.pipeline(transaction=False)
