@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from common.errors import MeshError
@@ -59,6 +60,11 @@ class Scripts:
         so a caller must not depend on the order for safety. Any error among them raises, so the
         caller never goes on as if they had all landed. Returns the script's reply. Use it only
         for commands that are harmless to repeat (a retry sends them again)."""
+        if isinstance(redis, RedisCluster):
+            # redis-py refuses EVALSHA inside a Cluster pipeline: one command at a time there.
+            for command in commands:
+                await redis.execute_command(*command)
+            return await self(name, keys, args)
         script = self._set[name]
         for attempt in (1, 2):
             pipe = redis.pipeline(transaction=False)
