@@ -1,7 +1,8 @@
 """A randomized money workload for the chaos tests, and the client-side model it is checked against.
 
-Several clients run random operations (authorize, capture, release, redeem, void, refund, reload,
-cash-out, exchange) over a few hot native cards. Each call is retried with the SAME request_id
+Several clients run random operations (authorize, some with a hold that expires within seconds,
+capture, release, redeem, two-card checkout, void, refund, reload, cash-out, exchange) over a few
+hot native cards. Each call is retried with the SAME request_id
 while its outcome is unknown (deadline, UNAVAILABLE, ABORTED, INTERNAL: a crash, a Redis restart,
 a short client deadline), as a well-behaved client does; the first definite answer (a success or a
 refusal) is what the client believes. The model applies every success to its expected balances, so
@@ -247,10 +248,13 @@ class Workload:
         card = self._card()
         if card is None:
             return
-        reply = await self.call("authorize", "authorization", "Authorize", apb.AuthorizeRequest(
+        request = apb.AuthorizeRequest(
             request_id=self._request_id("auth"), order_id=f"o-{self._request}",
             card=card_pb2.CardRef(card_number=card), amount=usd(self.rng.randint(1_00, 30_00)),
-            allow_partial=self.rng.random() < 0.5), (card,))
+            allow_partial=self.rng.random() < 0.5)
+        if self.rng.random() < 0.2:  # short-lived: captures and releases race its expiry
+            request.expires_in.FromSeconds(self.rng.randint(1, 4))
+        reply = await self.call("authorize", "authorization", "Authorize", request, (card,))
         if reply is not None:
             self.pools.holds.append((reply.hold.hold_id, card))
 
