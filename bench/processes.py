@@ -178,11 +178,13 @@ class RedisServer:
 
 @dataclass
 class MonitorSample:
-    """Commands seen by MONITOR: from clients (each one a round trip, the mesh uses no pipelines)
-    and from inside Lua scripts."""
+    """Commands seen by MONITOR: from clients (a round trip each, except commands the mesh sends
+    in one pipeline) and from inside Lua scripts."""
 
     client_commands: dict[str, int] = field(default_factory=dict)
     script_commands: dict[str, int] = field(default_factory=dict)
+    # Client commands in order, with the harness's ECHO markers as ("marker", text).
+    sequence: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def client_total(self) -> int:
@@ -260,8 +262,13 @@ class Monitor:
                     command = f"evalsha:{self._names.get(quoted[3].decode(), quoted[3].decode()[:8])}"
             except IndexError:
                 continue
-            if command == "info" and source != b"lua":
-                continue  # the harness's own INFO (round-trip count), not the mesh's
+            if source != b"lua" and command in ("info", "echo"):
+                # The harness's own INFO (round-trip counts) and ECHO (markers between calls).
+                if command == "echo" and len(quoted) > 3:
+                    sample.sequence.append(("marker", quoted[3].decode(errors="replace")))
+                continue
+            if source != b"lua":
+                sample.sequence.append(("command", command))
             bucket = sample.script_commands if source == b"lua" else sample.client_commands
             bucket[command] = bucket.get(command, 0) + 1
         return sample

@@ -137,7 +137,7 @@ def markdown(results: dict) -> str:
         table(results),
         "",
         "Ratios: RPS / echo RPS (higher is better); latency / echo latency (lower is better). "
-        "Round trips: read events Redis processed per call (INFO total_reads_processed) over a few "
+        "Round trips: read events Redis processed during a call (INFO total_reads_processed), median of a few "
         "sequential calls; a pipeline of several commands is one round trip (the commands each call sends "
         "are listed below, from MONITOR). Redis cmds/call: INFO total_commands_processed delta per call, which also "
         "counts every redis.call() inside a Lua script. CPU: utime+stime of the server process(es) per call.",

@@ -84,6 +84,7 @@ class Outcome:
     redis_client_commands: dict[str, float] = field(default_factory=dict)
     # Commands sent by clients (MONITOR); more than the round trips when some are pipelined.
     redis_client_commands_per_call: float | None = None
+    redis_round_trips_spread: list[int] = field(default_factory=list)  # [min, max] over the monitored calls
     redis_commands_per_call: float | None = None  # INFO commandstats, includes script-internal calls
     evalsha_per_call: float | None = None
     server_cpu_ms_per_call: float | None = None
@@ -378,11 +379,14 @@ class Runner:
     # -- round trips --------------------------------------------------------------------------
 
     def _monitor(self, outcome: Outcome, target: str, work: Work, once_variants: list[bytes]) -> None:
-        """A few sequential calls under MONITOR: which client commands each call sends, and its
-        Redis round trips = read events Redis processed (INFO total_reads_processed), because
-        the mesh pipelines some commands (e.g. a hold's expiry-index ZADD travels with its
-        record's script): a pipeline is several commands in one round trip. Not during the timed
-        run: MONITOR slows Redis down."""
+        """A few sequential calls under MONITOR, one at a time, each between two harness markers
+        (ECHO) and two read counts (INFO total_reads_processed). Per call: the client commands
+        MONITOR saw between its markers, and its Redis round trips = the read events Redis
+        processed during it (the mesh pipelines some commands, e.g. a hold's expiry-index ZADD
+        travels with its record's script: several commands, one round trip). The mesh's own
+        background work (settlement scheduler) also talks to Redis now and then; the median call
+        is reported, so such a tick does not count as the RPC's. Not during the timed run:
+        MONITOR slows Redis down."""
         if work.once:
             bodies = [payloads.splice(work.id_fields, self._uid("mon"), v) for v in once_variants]
         elif work.generator == H2LOAD:
@@ -394,29 +398,47 @@ class Runner:
             return
         if not hasattr(self, "_script_names"):
             self._script_names = script_names(ROOT)
+        client = self.redis.client
+
+        def reads() -> int:
+            return client.info("stats")["total_reads_processed"]
+
         monitor = Monitor(self.redis.port, self._script_names)
-        reads_before = self.redis.client.info("stats")["total_reads_processed"]
-        reads_after = None
-        ok = 0
+        round_trips: dict[str, int] = {}
         try:
             with grpc.insecure_channel(target) as channel:
                 call = channel.unary_unary(work.method)
-                for body in bodies:
+                for index, body in enumerate(bodies):
+                    marker = f"bench-call-{index}"
+                    client.echo(marker)
+                    before = reads()
                     try:
                         call(body, metadata=tuple(METADATA), timeout=10)
-                        ok += 1
                     except grpc.RpcError:
-                        pass
-            time.sleep(0.2)  # let the last replies land before the count is read
-            # Minus 1: this INFO's own read is counted before it answers.
-            reads_after = self.redis.client.info("stats")["total_reads_processed"] - 1
+                        continue
+                    # Minus 1: the second INFO's own read is counted before it answers.
+                    round_trips[marker] = reads() - before - 1
+            client.echo("bench-call-end")
         finally:
             sample = monitor.stop()
-        if ok:
-            outcome.redis_client_commands_per_call = sample.client_total / ok
-            outcome.redis_round_trips_per_call = (
-                (reads_after - reads_before) / ok if reads_after is not None else sample.client_total / ok)
-            outcome.redis_client_commands = {k: round(v / ok, 2) for k, v in sorted(sample.client_commands.items())}
+        per_call: dict[str, dict[str, int]] = {}
+        current = None
+        for kind, text in sample.sequence:
+            if kind == "marker":
+                current = per_call.setdefault(text, {}) if text in round_trips else None
+            elif current is not None:
+                current[text] = current.get(text, 0) + 1
+        if not round_trips:
+            return
+        outcome.redis_round_trips_per_call = statistics.median(round_trips.values())
+        totals = {marker: sum(per_call.get(marker, {}).values()) for marker in round_trips}
+        typical = statistics.median(totals.values())
+        outcome.redis_client_commands_per_call = typical
+        # The command mix of the calls that sent the median number of commands.
+        chosen = [per_call.get(m, {}) for m, total in totals.items() if total == typical] or list(per_call.values())
+        names = sorted({name for commands in chosen for name in commands})
+        outcome.redis_client_commands = {n: round(sum(c.get(n, 0) for c in chosen) / len(chosen), 2) for n in names}
+        outcome.redis_round_trips_spread = [min(round_trips.values()), max(round_trips.values())]
 
 
 def summarize(outcomes: list[Outcome]) -> dict:
