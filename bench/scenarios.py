@@ -430,9 +430,9 @@ class Runner:
                 current[text] = current.get(text, 0) + 1
         if not round_trips:
             return
-        outcome.redis_round_trips_per_call = statistics.median(round_trips.values())
+        outcome.redis_round_trips_per_call = float(statistics.median(round_trips.values()))
         totals = {marker: sum(per_call.get(marker, {}).values()) for marker in round_trips}
-        typical = statistics.median(totals.values())
+        typical = float(statistics.median(totals.values()))
         outcome.redis_client_commands_per_call = typical
         # The command mix of the calls that sent the median number of commands.
         chosen = [per_call.get(m, {}) for m, total in totals.items() if total == typical] or list(per_call.values())
