@@ -47,10 +47,17 @@ def build_tracer_provider(
 
         exporters.append(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
     if settings.console_exporter:
-        exporters.append(ConsoleSpanExporter(out=sys.stderr))
+        # One compact JSON object per line: greppable and shippable as JSON lines, and encoded by
+        # the C encoder (the SDK's default, indent=4, goes through the pure-Python one: ~1/5 of a
+        # fully traced Authorize's CPU in the bench's tracing run).
+        exporters.append(ConsoleSpanExporter(out=sys.stderr, formatter=_span_json_line))
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def _span_json_line(span) -> str:
+    return span.to_json(indent=None) + "\n"
 
 
 class _TraceIds(logging.Filter):
