@@ -42,6 +42,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def harness_cpu_seconds(exclude: set[int]) -> float:
+    """CPU seconds of this process and its children other than `exclude` (the servers and Redis):
+    the load generators (h2load, bench.loadgen) and the harness itself. Children already reaped
+    count through RUSAGE_CHILDREN, running (or not yet reaped) ones through /proc, so a
+    generator that exits inside a measured window is still counted."""
+    import resource
+
+    me = os.getpid()
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me or int(entry) in exclude:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == me:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:

@@ -390,10 +390,13 @@ class Bench:
             rps[workers] = outcome.rps
         one = into["workers"]["1"]
         cpus = os.cpu_count() or 1
-        if one.get("machine_cpu_ms_per_call") and rps.get(1):
-            # Throughput with every CPU busy at N=1's cost per call (server + generator + Redis +
-            # kernel + other tenants), over N=1's: the most N workers can add on this machine.
-            into["machine_ceiling_over_n1"] = cpus * 1000 / one["machine_cpu_ms_per_call"] / rps[1]
+        own = [one.get(k) for k in ("server_cpu_ms_per_call", "redis_cpu_ms_per_call", "generator_cpu_ms_per_call")]
+        if all(own) and rps.get(1):
+            # The bench's own CPU per call at N=1 (server + Redis + load generator): with every
+            # CPU of the machine spent on it, throughput would be cpus / that; over N=1's rps, the
+            # most any number of workers can reach here (other tenants and the kernel only lower it).
+            into["own_cpu_ms_per_call_n1"] = sum(own)
+            into["ceiling_over_n1"] = cpus * 1000 / sum(own) / rps[1]
         return rps[2] / rps[1] if rps.get(1) and rps.get(2) else None
     def _tracing(self) -> None:
         scenario = self._headline()

@@ -21,7 +21,9 @@ import grpc
 from bench import payloads
 from bench.h2load import check_status, run_h2load
 from bench.loadgen import read_records, write_records
-from bench.processes import ROOT, Monitor, RedisServer, cpu_seconds, python, rss_bytes, script_names, with_parent
+from bench.processes import (
+    ROOT, Monitor, RedisServer, cpu_seconds, harness_cpu_seconds, python, rss_bytes, script_names, with_parent,
+)
 
 METADATA = [("authorization", "Bearer dev-demo-key")]
 AUTHZ = "/giftcard.authorization.v1.AuthorizationService"
@@ -90,6 +92,7 @@ class Outcome:
     server_cpu_ms_per_call: float | None = None
     redis_cpu_ms_per_call: float | None = None
     machine_cpu_ms_per_call: float | None = None  # every process on the machine, per call
+    generator_cpu_ms_per_call: float | None = None  # load generator + harness, per call
     machine_busy: float | None = None  # share of all CPUs busy during the measured window
     redis_bytes_per_call: float | None = None
     rss_mb: list[float] = field(default_factory=list)
@@ -175,6 +178,7 @@ class Snapshot:
         self.redis_cpu = cpu_seconds(redis.pid)
         self.redis = redis.stats()
         self.machine_busy = machine_busy_seconds()
+        self.harness_cpu = harness_cpu_seconds({*pids, redis.pid})
 
 
 def machine_busy_seconds() -> float:
@@ -365,6 +369,7 @@ class Runner:
         # busy, more server workers cannot add throughput (scaling, bench/README.md).
         machine = after.machine_busy - before.machine_busy
         outcome.machine_cpu_ms_per_call = machine / calls * 1000
+        outcome.generator_cpu_ms_per_call = (after.harness_cpu - before.harness_cpu) / calls * 1000
         outcome.machine_busy = machine / max((after.at - before.at) * (os.cpu_count() or 1), 1e-9)
         # The harness's own INFO calls are in the delta too: two per snapshot, negligible.
         outcome.redis_commands_per_call = (after.redis["total_commands"] - before.redis["total_commands"]) / calls
