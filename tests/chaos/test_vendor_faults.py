@@ -129,14 +129,15 @@ async def test_vendor_faults_long(redis_client, redis_url, vendor):
 
 
 @contextlib.asynccontextmanager
-async def paytronix_mesh(redis_url: str):
-    """A Paytronix simulator and an all-in-one mesh whose merchant `demo` runs on it."""
+async def paytronix_mesh(redis_url: str, settlement: dict | None = None):
+    """A Paytronix simulator and an all-in-one mesh whose merchant `demo` runs on it (its
+    resolver on a short grace unless `settlement` says otherwise)."""
     harness = HARNESSES["paytronix"]
     simulator = start_simulator(harness.simulator)
     try:
         merchants = {"demo": {"api_key_sha256": [key_digest(DEMO_KEY)], "currencies": ["USD"],
                               "providers": [harness.profile(simulator.base_url, "shadow")]}}
-        mesh = await start_mesh("all-in-one", redis_url, merchants=merchants, settlement=RESOLVER)
+        mesh = await start_mesh("all-in-one", redis_url, merchants=merchants, settlement=settlement or RESOLVER)
         try:
             yield simulator, mesh
         finally:
@@ -226,3 +227,32 @@ async def test_cash_out_applied_at_paytronix_with_its_reply_lost_answers_what_it
         assert refused is None, refused
         assert (await ledger.get_card("demo", number)).balance_minor == 0  # removed once at the vendor
         assert answer is not None and answer.amount_removed.amount_minor == 27_15
+
+
+async def test_redeem_resent_after_the_card_was_closed_answers_what_the_first_attempt_took(redis_client, redis_url):
+    """The first attempt applied (every reply lost), then another operation closed the card: the
+    resend is refused by the vendor (card deactivated) but the first debit stands, so the client
+    is told it was redeemed, not declined. (The resolver is off: it would reverse it first.)"""
+    async with paytronix_mesh(redis_url, settlement={"scheduler_enabled": False}) as (simulator, mesh):
+        ledger = SimulatorLedger(simulator.base_url)
+        old, new = "6035719000000041", "6035719000000042"
+        await ledger.create_card("demo", old, "USD", balance_minor=40_00)
+        await ledger.create_card("demo", new, "USD", balance_minor=0, active=False)
+        stub = mesh.stub("authorization")
+        redeem = apb.RedeemRequest(request_id="redeem-41", card=card(old), amount=usd(12_34))
+        httpx.post(f"{simulator.base_url}/_sim/faults", json={"fault": "timeout-after=3s", "path": "/gift/redeem.json",
+                   "count": 20}, timeout=10).raise_for_status()  # the adapter's own resends too
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Redeem(redeem, metadata=auth(), timeout=10)
+        httpx.delete(f"{simulator.base_url}/_sim/faults", timeout=10).raise_for_status()
+        await asyncio.sleep(1)  # the circuit breaker's cool-down (harness: 0.5 s)
+        assert (await ledger.get_card("demo", old)).balance_minor == 27_66  # applied once at the vendor
+        moved = await mesh.stub("fulfillment").ExchangeCard(fpb.ExchangeCardRequest(
+            request_id="xchg-41", from_card=card(old), to_card=card(new), reason=fpb.EXCHANGE_REASON_LOST),
+            metadata=auth(), timeout=20)
+        assert moved.moved.amount_minor == 27_66
+        answer, refused = await retry_until_answered(stub.Redeem, redeem)
+        assert refused is None, f"refused although the vendor took the money: {refused.code()} {refused.details()}"
+        assert answer is not None and answer.redeemed.amount_minor == 12_34
+        assert ((await ledger.get_card("demo", old)).balance_minor, (await ledger.get_card("demo", new)).balance_minor) \
+            == (0, 27_66)

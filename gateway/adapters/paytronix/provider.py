@@ -11,6 +11,9 @@ was lost). Exchange carries no caller id at all; a resend finds the old card clo
 is journaled (gateway/adapters/journal.py) under its reference BEFORE it is sent, with the amount it
 moves, and a resend answers from the journal: the amount of the first attempt, the card's balance
 read now, no pxTransactionId (a later reversal names the operation by externalTransactionId).
+A resend the vendor refuses for another reason (the card was closed since, say) does not prove the
+first attempt failed: the adapter reverses it by our reference, and answers the first attempt's
+amount if it applied and cannot be undone, else the refusal.
 Cash-out and exchange move "the whole balance": the adapter reads it first and journals that; a
 spend landing between the read and the write would make the journaled figure stale (the mesh holds
 no card lock across them; documented gap). Activation (sell) is not answered from the journal: the
@@ -123,15 +126,28 @@ class PaytronixProvider(VendorProvider):
 
     async def _once(self, merchant, operation: str, reference_id: str, card, amount_minor: int, send, payload
                     ) -> OperationResult:
-        """Journal, send, and answer a resend the vendor refuses as a duplicate from the journal."""
+        """Journal, send, and answer a resend from what the first attempt did."""
+        earlier = await self._journaled(merchant, reference_id, operation)  # an earlier call's attempt
         await self._journal.record(merchant, reference_id, JournalEntry(operation, amount_minor, self._currency))
         reply: VendorReply = await send(payload)
-        if t.failure_code(reply) == "transaction.duplicate_external_id":
-            first = await self._journaled(merchant, reference_id, operation)
-            if first is not None:
-                return await self._replayed(merchant, card, first.amount_minor)
+        code = t.failure_code(reply)
+        if code == "transaction.duplicate_external_id":
+            # Sent before: by an earlier call, or by this call's own resend after a lost reply.
+            return await self._replayed(merchant, card, earlier.amount_minor if earlier else amount_minor)
+        if earlier is not None and code is not None and not await self._undone(payload["externalTransactionId"]):
+            # The resend was refused (e.g. the card was closed since) but the first attempt
+            # applied and stays: that is the answer, not the refusal.
+            return await self._replayed(merchant, card, earlier.amount_minor)
         body = t.success_or_raise(operation, reply)
         return t.to_result(operation, body, card, self._currency)
+
+    async def _undone(self, external_id: str) -> bool:
+        """After a refused resend: make sure the first attempt has no effect, by reversing it by
+        our reference. True when nothing of it stays (undone now or before, or it never arrived:
+        Paytronix then blocks the id); False when it applied and cannot be undone."""
+        probe = await self._client.reverse({**t.common(self._merchant_id, self._store, {}),
+                                            "externalTransactionId": external_id})
+        return t.failure_code(probe) in (None, "transaction.not_found", "transaction.already_reversed")
 
     async def _replayed(self, merchant, card, amount_minor: int) -> OperationResult:
         info = await self.balance(merchant, card)
