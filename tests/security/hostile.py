@@ -6,6 +6,8 @@ oneofs), plus a mesh served from a background thread so the sync fuzz tests can 
 
 from __future__ import annotations
 
+import ast
+
 import asyncio
 import hashlib
 import threading
@@ -310,13 +312,29 @@ def money_state(client: redis.Redis) -> dict[bytes, bytes]:
         pipe.type(key)
     kinds = pipe.execute()
     for key, kind in zip(keys, kinds):
-        pipe.hgetall(key) if kind == b"hash" else pipe.dump(key)
+        if kind == b"hash":
+            pipe.hgetall(key)
+        elif kind == b"zset" and key.startswith(ORDER_INDEX):
+            pipe.zrange(key, 0, -1)  # payment ids, compared member by member (see order_index_members)
+        else:
+            pipe.dump(key)
     values = {}
     for key, value in zip(keys, pipe.execute()):
         if isinstance(value, dict):
             value = repr(sorted((k, v) for k, v in value.items() if k not in PIN_FIELDS)).encode()
+        elif isinstance(value, list):
+            value = repr(sorted(value)).encode()
         values[key] = value or b""
     return values
+
+
+# The order -> payments index (services/shared/orders.py): a write-ahead superset of an order's
+# payments, so a refused redemption is indexed too (its record says declined).
+ORDER_INDEX = b"mesh:order:"
+
+
+def order_index_members(value: bytes | None) -> set[bytes]:
+    return set(ast.literal_eval(value.decode())) if value else set()
 
 
 def idempotency_records(client: redis.Redis) -> dict[bytes, dict[bytes, bytes]]:

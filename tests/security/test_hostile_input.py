@@ -36,7 +36,8 @@ from giftcard.balance.v1 import balance_pb2 as bpb
 from giftcard.type.v1 import card_pb2, money_pb2
 from mesh.services import SPECS
 from tests.security.hostile import (
-    INT64_MAX, ServedMesh, all_rpcs, idempotency_records, invalid_utf8_bodies, message_strategy, money_state,
+    INT64_MAX, ORDER_INDEX, ServedMesh, all_rpcs, idempotency_records, invalid_utf8_bodies, message_strategy,
+    money_state, order_index_members,
 )
 from tests.security.support import CLEAN_CODES
 from tests.support.mesh import DEMO_KEY, MODES
@@ -73,7 +74,23 @@ def error_reason(error: grpc.RpcError) -> str:
 
 
 def _failed(value: bytes | None) -> bool:
-    return value is not None and (b"(b'state', b'failed')" in value or b"(b'state', b'FAILED')" in value)
+    """A record written down as refused: state failed (activations, intents) or declined
+    (redemptions)."""
+    return value is not None and any(f"(b'state', b'{state}')".encode() in value
+                                     for state in ("failed", "FAILED", "declined"))
+
+
+def refused_payments_indexed(client, key: bytes, before: bytes | None, after: bytes | None) -> bool:
+    """An order index change that only adds payments whose records say refused (the index is
+    written ahead of the provider call, services/shared/orders.py)."""
+    if not key.startswith(ORDER_INDEX) or key.endswith((b":seq", b":plans")):
+        return False
+    added = order_index_members(after) - order_index_members(before)
+    if not added or order_index_members(before) - order_index_members(after):
+        return False
+    merchant = key[key.index(b"{order:") + 7:].split(b":", 1)[0]
+    return all(_failed(repr(sorted(client.hgetall(b"mesh:txn:{txn:%s:%s}" % (merchant, payment)).items())).encode())
+               for payment in added)
 
 
 def failure_record(key: bytes, before: bytes | None, after: bytes | None) -> bool:
@@ -157,6 +174,10 @@ class Checker:
                 if failure_record(key, self.state.get(key), after.get(key)):
                     FIGURES["failure records left by refusals"] += 1
                     changed.discard(key)
+                elif refused_payments_indexed(self.served.redis, key, self.state.get(key), after.get(key)):
+                    FIGURES["order index entries of refused payments"] += 1
+                    changed.discard(key)
+                    changed.discard(key + b":seq")
             assert not changed, f"{rpc.name} refused ({code.name} {error_reason(error)}) but changed " + "; ".join(
                 f"{k!r}: {self.state.get(k)!r} -> {after.get(k)!r}" for k in sorted(changed)[:3]
             )[:3000] + "\nlast calls:\n" + "\n".join(self.history) \
@@ -286,6 +307,21 @@ def test_invalid_timestamps_and_durations_in_every_rpc_that_takes_one(served):
             request_id=f"ts-{secrets.token_hex(4)}", order_id="ts", card=demo, amount=usd, expires_in=duration),
             label="invalid time")
     assert_still_serving(served)
+
+
+def test_a_redemption_the_provider_refuses_leaves_only_records_that_say_so(served):
+    """A wrong PIN is refused by the provider, after the redemption was written ahead (pending
+    record, order index): what stays is the declined record and its order index entry."""
+    checker = Checker(served)
+    rpcs = {r.name: r for r in RPCS}
+    order = f"pin-{secrets.token_hex(4)}"
+    indexed, denied = FIGURES["order index entries of refused payments"], FIGURES["code:PERMISSION_DENIED"]
+    checker.send(rpcs["AuthorizationService.Redeem"], apb.RedeemRequest(
+        request_id=f"pin-{secrets.token_hex(4)}", order_id=order,
+        card=card_pb2.CardRef(card_number="6035710000000002", pin="9999"),
+        amount=money_pb2.Money(amount_minor=100, currency_code="USD")), label="wrong PIN")
+    assert FIGURES["order index entries of refused payments"] == indexed + 1
+    assert FIGURES["code:PERMISSION_DENIED"] == denied + 1
 
 
 def test_amounts_whose_sum_overflows_int64_across_tenders_and_cards(served):
