@@ -183,6 +183,9 @@ def markdown(results: dict) -> str:
                            f"{_f(busy * 100 if busy is not None else None, 0, '%')}"
                            + (f", CPU share per worker {share}" if share else "") + f" ({data['status']})")
             out.append(f"- N=2 / N=1 = {_f(ratio)}")
+            if any(len(v) > 1 for v in run.get("all_rps", {}).values()):
+                out.append("- every run (rps, interleaved N=1, N=2, N=1, N=2; the better of each counts): " + "; ".join(
+                    f"N={n} {', '.join(_f(x, 0) for x in values)}" for n, values in run["all_rps"].items()))
             ceiling = run.get("ceiling_over_n1")
             if ceiling is not None:
                 out.append(f"- ceiling on this machine: {_f(ceiling)} x N=1 = {os.cpu_count()} CPUs / "
@@ -192,6 +195,11 @@ def markdown(results: dict) -> str:
     tracing = results.get("tracing", {})
     if tracing:
         out += ["", f"## Tracing cost ({tracing['scenario']}, all-in-one)", "", f"Exporter: {tracing['exporter']}.", ""]
+        if any(len(v) > 1 for v in tracing.get("all_rps", {}).values()):
+            out += ["Each setting ran twice, interleaved (off, 10%, full, off, 10%, full); the better run of each "
+                    "counts. All runs (rps): " + "; ".join(
+                        f"{label} {', '.join(_f(x, 0) for x in values)}" for label, values in tracing["all_rps"].items()),
+                    ""]
         for label, data in tracing["runs"].items():
             cost = results["tracing_cost"].get(label)
             out.append(f"- {label}: {_f(data.get('rps'), 0)} rps, p99 {_f(data.get('p99_ms'))} ms, "

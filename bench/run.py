@@ -375,19 +375,27 @@ class Bench:
             also["n2_over_n1"] = self._scale(runner, "GetBalance", also)
 
     def _scale(self, runner: Runner, scenario: str, into: dict) -> float | None:
-        rps = {}
-        for workers in (1, 2):
-            _log(f"scaling: all-in-one x{workers} workers, {scenario}")
-            mesh = self._mesh(f"scaling-n{workers}")
-            try:
-                outcome = runner.run(f"scaling-n{workers}-{scenario}", mesh.address("authorization"), mesh.pids,
-                                     self._work(scenario, "scaling", []), monitor=False)
-                outcome.rss_mb = self.runner.rss(mesh.pids)
-            finally:
-                self._release(mesh)
-            _log(f"  -> {_brief(outcome)}, machine busy {_pct(outcome.machine_busy)}")
-            into["workers"][str(workers)] = _scenario_json(outcome, self.results["echo_rps"])
-            rps[workers] = outcome.rps
+        rps: dict[int, float] = {}
+        # Full runs: N=1, N=2, N=1, N=2 and the better run of each (as for tracing: another
+        # tenant of the machine must neither make nor hide a scaling); all figures kept.
+        rounds = 1 if self.profile.economical else 2
+        into["all_rps"] = {"1": [], "2": []}
+        for round_ in range(rounds):
+            for workers in (1, 2):
+                _log(f"scaling: all-in-one x{workers} workers, {scenario} (round {round_ + 1} of {rounds})")
+                mesh = self._mesh(f"scaling-n{workers}")
+                try:
+                    outcome = runner.run(f"scaling-n{workers}-{scenario}-{round_}", mesh.address("authorization"),
+                                         mesh.pids, self._work(scenario, "scaling", []), monitor=False)
+                    outcome.rss_mb = self.runner.rss(mesh.pids)
+                finally:
+                    self._release(mesh)
+                _log(f"  -> {_brief(outcome)}, machine busy {_pct(outcome.machine_busy)}")
+                into["all_rps"][str(workers)].append(outcome.rps)
+                if outcome.rps and outcome.rps > rps.get(workers, 0) or str(workers) not in into["workers"]:
+                    into["workers"][str(workers)] = _scenario_json(outcome, self.results["echo_rps"])
+                    if outcome.rps:
+                        rps[workers] = max(outcome.rps, rps.get(workers, 0))
         one = into["workers"]["1"]
         cpus = os.cpu_count() or 1
         own = [one.get(k) for k in ("server_cpu_ms_per_call", "redis_cpu_ms_per_call", "generator_cpu_ms_per_call")]
@@ -407,18 +415,28 @@ class Bench:
                         "serialized to JSON; only the write is free",
             "runs": {},
         }
-        rps = {}
-        for label, ratio in TRACE_RATIOS.items():
-            _log(f"tracing: sample ratio {ratio}, {scenario}")
-            mesh = self._mesh(f"tracing-{label}")
-            try:
-                outcome = self.runner.run(f"tracing-{label}", mesh.address("authorization"), mesh.pids,
-                                          self._work(scenario, "tracing", []), monitor=False)
-            finally:
-                self._release(mesh)
-            _log(f"  -> {_brief(outcome)}")
-            self.results["tracing"]["runs"][label] = _scenario_json(outcome, self.results["echo_rps"])
-            rps[label] = outcome.rps
+        rps: dict[str, float] = {}
+        # Full runs go round the three settings twice and keep each one's better run: on a
+        # shared 2-CPU machine one run can lose a third of its throughput to another tenant,
+        # which would read as (or hide) a tracing cost. Every run's figure is kept in `all_rps`.
+        rounds = 1 if self.profile.economical else 2
+        self.results["tracing"]["all_rps"] = {label: [] for label in TRACE_RATIOS}
+        for round_ in range(rounds):
+            for label, ratio in TRACE_RATIOS.items():
+                _log(f"tracing: sample ratio {ratio}, {scenario} (round {round_ + 1} of {rounds})")
+                mesh = self._mesh(f"tracing-{label}")
+                try:
+                    outcome = self.runner.run(f"tracing-{label}-{round_}", mesh.address("authorization"), mesh.pids,
+                                              self._work(scenario, "tracing", []), monitor=False)
+                finally:
+                    self._release(mesh)
+                _log(f"  -> {_brief(outcome)}")
+                self.results["tracing"]["all_rps"][label].append(outcome.rps)
+                if outcome.rps and outcome.rps > rps.get(label, 0):
+                    self.results["tracing"]["runs"][label] = _scenario_json(outcome, self.results["echo_rps"])
+                    rps[label] = outcome.rps
+                elif label not in self.results["tracing"]["runs"]:
+                    self.results["tracing"]["runs"][label] = _scenario_json(outcome, self.results["echo_rps"])
         base = rps.get("off")
         # Cost = share of throughput lost against tracing off (negative = within noise, faster).
         self.results["tracing_cost"] = {
