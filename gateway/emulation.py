@@ -211,7 +211,8 @@ class EmulatedHolds:
         return await self._release(merchant, reference_id, card, hold_id,
                                    amount.amount_minor if amount is not None else None, currency)
 
-    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
+    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id,
+                      original_operation=""):
         # A shadow hold's "transaction id" is its hold id: reversing it releases the hold.
         hold_id = provider_transaction_id if (provider_transaction_id or "").startswith(HOLD_ID_PREFIX) else None
         if original_reference_id or hold_id:
@@ -229,6 +230,12 @@ class EmulatedHolds:
                     raise
                 if (provider_transaction_id or "").startswith(HOLD_ID_PREFIX):
                     raise MeshError(grpc.StatusCode.NOT_FOUND, TRANSACTION_NOT_FOUND, "transaction not found") from None
+                if original_operation == "hold" and self._mode == SHADOW:
+                    # A shadow hold is only ever written here (the vendor was at most asked for a
+                    # balance): never placed = nothing held, at the vendor neither. A PlaceHold
+                    # still running may place it later; its request then finds its intent reversed
+                    # and releases it. (No record, no currency: the caller reads `reversed`.)
+                    return Reversal(OperationResult("", Money(0, "USD"), card.masked), reversed=False)
                 # No record: not a hold, or (redeem_at_authorize) the vendor redeemed and the
                 # record was never written; the vendor reverses by reference either way.
             else:

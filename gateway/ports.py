@@ -119,8 +119,10 @@ class Provider(Protocol):
 
     async def reverse(
         self, merchant: str, reference_id: str, card: CardId, *,
-        provider_transaction_id: str | None, original_reference_id: str | None,
-    ) -> Reversal: ...
+        provider_transaction_id: str | None, original_reference_id: str | None, original_operation: str = "",
+    ) -> Reversal:
+        """`original_operation`: "hold" when the caller knows original_reference_id named a
+        PlaceHold (only the hold emulation uses it), else ""."""
 
     async def activate(
         self, merchant: str, reference_id: str, card: CardId, amount: Money, *, promo_code: str

@@ -157,6 +157,7 @@ class GatewayServicer(gateway_pb2_grpc.ProviderGatewayServiceServicer):
             merchant, reference_id, card,
             provider_transaction_id=value if target == "provider_transaction_id" else None,
             original_reference_id=value if target == "original_reference_id" else None,
+            original_operation="hold" if request.original_operation == pb.ORIGINAL_OPERATION_HOLD else "",
         )
         return pb.ReverseResponse(
             result=_result_pb(provider, reference_id, reversal.result), reversed=reversal.reversed

@@ -364,6 +364,8 @@ class AuthorizationLogic:
             reply = await self._gateway.Reverse(gateway_pb2.ReverseRequest(
                 reference_id=self.ids.derive("rev", merchant, intent.reference_id), card=card,
                 original_reference_id=intent.reference_id,
+                original_operation=(gateway_pb2.ORIGINAL_OPERATION_HOLD if intent.operation == "hold"
+                                    else gateway_pb2.ORIGINAL_OPERATION_UNSPECIFIED),
             ))
             if intent.owner_kind == "txn":
                 record = await self.transactions.get(merchant, intent.owner_id)

@@ -122,6 +122,28 @@ async def test_timed_out_redemption_stays_recorded_while_the_vendor_is_down_and_
         assert available(env, number) == 30_00
 
 
+async def test_a_shadow_hold_never_placed_is_resolved_without_the_vendor(env):
+    """The vendor fails the shadow hold's balance read: the hold intent stays pending, and the
+    resolver closes it as 'nothing held' even for a vendor that cannot reverse by reference
+    (Ackroo), instead of retrying a vendor reversal for ever."""
+    if env.harness.simulator is None or env.harness.native_holds:
+        pytest.skip(f"{env.vendor} holds are not emulated")
+    number = await env.ledger.seed("shadow", 50_00)
+    recovery = env.mesh.runtimes[0]._servicers["authorization"].recovery
+    fault(env, "http-500", "/*", count=50)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await env.mesh.stub("authorization").Authorize(apb.AuthorizeRequest(
+            request_id=ref("rq"), order_id="o-1", card=card(number), amount=usd(20_00)),
+            metadata=env.metadata(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    httpx.delete(f"{env.simulator.base_url}/_sim/faults", timeout=5).raise_for_status()
+    time.sleep(0.6)  # the breaker's cool-down (harness: 0.5 s)
+    with merchant_call("shadow", 30.0, f"Bearer {MERCHANT_KEYS['shadow']}"):
+        counts = await recovery._logic.resolve_pending("shadow", 0)
+    assert (counts["reversed"], counts["failed"]) == (1, 0)
+    assert available(env, number) == 50_00
+
+
 async def test_circuit_breaker_opens_fails_fast_and_recovers(env):
     number = await env.ledger.seed("shadow", 10_00)
     gauge = env.mesh.runtimes[0].telemetry.providers.breaker_state.labels(env.vendor)

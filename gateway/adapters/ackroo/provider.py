@@ -101,7 +101,8 @@ class AckrooProvider(VendorProvider):
         payload = {"device_id": self._device, "cardnumber": t.cardnumber(card), "clerk_id": self._clerk}
         return await self._write("cash_out", wire.DEBIT_CASH, payload, card)
 
-    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
+    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id,
+                      original_operation=""):
         if not provider_transaction_id:
             # Ackroo has no caller reference: what a timed-out call did cannot be looked up. The
             # intent stays unresolved (the resolver retries, an operator reconciles from Ackroo's

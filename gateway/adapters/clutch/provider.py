@@ -210,7 +210,8 @@ class ClutchProvider(VendorProvider):
 
     # -- reversal --------------------------------------------------------------------------------
 
-    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
+    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id,
+                      original_operation=""):
         if provider_transaction_id:
             parsed = _parse_txn_id(provider_transaction_id)
             if parsed is None:

@@ -120,7 +120,8 @@ class NativeProvider(UnsupportedOperations):
         )
         return _result(card, result)
 
-    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
+    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id,
+                      original_operation=""):
         result = await self._ledger.reverse(
             merchant, _number(card), transaction_id=provider_transaction_id, client_txn_id=original_reference_id
         )

@@ -194,7 +194,8 @@ class PaytronixProvider(VendorProvider):
         # The reply describes the new card; the result speaks of the old one, now empty.
         return dataclasses.replace(moved, masked_number=from_card.masked, balance=empty)
 
-    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
+    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id,
+                      original_operation=""):
         # reverse.json takes only merchantId, storeCode and the two ids (no POS fields).
         payload = t.common(self._merchant_id, self._store, {})
         if provider_transaction_id:

@@ -205,7 +205,8 @@ class RadialProvider(VendorProvider):
                 voided = amount if voided is None else voided + amount
         return voided
 
-    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
+    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id,
+                      original_operation=""):
         zero = Money(0, self._currency)
         if provider_transaction_id:
             handle = t.parse_redemption_handle(provider_transaction_id)

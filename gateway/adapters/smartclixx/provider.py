@@ -164,7 +164,8 @@ class SmartClixxProvider(VendorProvider):
 
     # -- reversal --------------------------------------------------------------------------------
 
-    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id):
+    async def reverse(self, merchant, reference_id, card, *, provider_transaction_id, original_reference_id,
+                      original_operation=""):
         zero = Money(0, self._currency)
         if provider_transaction_id:
             if provider_transaction_id.startswith(_SETTLEMENT):
