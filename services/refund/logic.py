@@ -21,6 +21,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from common.config import MerchantSettings
+from common.context import current_call
 from common.errors import (
     BALANCE_LIMIT_EXCEEDED,
     CARD_INACTIVE,
@@ -89,8 +90,9 @@ def order_part_id(request_id: str, payment_id: str) -> str:
 
 
 class RefundLogic:
-    def __init__(self, gateway, transactions=None, refunds=None, holds=None, captures=None) -> None:
+    def __init__(self, gateway, transactions=None, refunds=None, holds=None, captures=None, sent=None) -> None:
         self._gateway = gateway
+        self._sent = sent  # services.shared.sent.SentMarks (None: every attempt is checked)
         # Refund only: services.shared TransactionStore and HoldStore, the settlement service's
         # capture queue (services.shared.work_queue.WorkQueue "stl"), and refunds.RefundLedger.
         self._transactions = transactions
@@ -365,6 +367,21 @@ class RefundLogic:
         self, settings: MerchantSettings, reference_id: str, card_ref: card_pb2.CardRef, amount: Money,
         kind: int,
     ) -> gateway_pb2.OperationResult:
+        # A retry of a credit already sent skips the checks of the card's current state: the
+        # first attempt may be what changed it (services/shared/sent.py).
+        if self._sent is None:
+            await self._check_creditable(settings, card_ref, amount)
+        else:
+            merchant = current_call().merchant_id
+            if not await self._sent.was_sent(merchant, reference_id):
+                await self._check_creditable(settings, card_ref, amount)
+                await self._sent.mark(merchant, reference_id)
+        reply = await self._gateway.Credit(gateway_pb2.CreditRequest(
+            reference_id=reference_id, card=card_ref, amount=money_pb(amount), kind=kind,
+        ))
+        return reply.result
+
+    async def _check_creditable(self, settings: MerchantSettings, card_ref: card_pb2.CardRef, amount: Money) -> None:
         balance = await self._gateway.GetBalance(gateway_pb2.GetBalanceRequest(card=card_ref))
         if balance.status == card_pb2.CARD_STATUS_ACTIVE:
             if balance.balance.amount_minor + amount.amount_minor > settings.max_card_balance_minor:
@@ -374,7 +391,3 @@ class RefundLogic:
                 )
         elif balance.status in (card_pb2.CARD_STATUS_INACTIVE, card_pb2.CARD_STATUS_DEACTIVATED):
             raise failed_precondition(CARD_INACTIVE, "the card is not active")
-        reply = await self._gateway.Credit(gateway_pb2.CreditRequest(
-            reference_id=reference_id, card=card_ref, amount=money_pb(amount), kind=kind,
-        ))
-        return reply.result

@@ -8,6 +8,7 @@ from services.refund.refunds import SETTLEMENT_QUEUE_KIND
 from services.refund.servicer import RefundServicer
 from services.shared.work_queue import WorkQueue
 from services.shared.holds import HoldStore
+from services.shared.sent import SentMarks
 from services.shared.transactions import TransactionStore
 
 
@@ -15,5 +16,6 @@ def build_refund(runtime) -> RefundServicer:
     logic = RefundLogic(
         runtime.client("gateway"), TransactionStore(runtime.redis, runtime.sealer), RefundLedger(runtime.redis),
         HoldStore(runtime.redis, runtime.sealer), WorkQueue(runtime.redis, SETTLEMENT_QUEUE_KIND),
+        SentMarks(runtime.redis),
     )
     return RefundServicer(logic, runtime.idempotency, runtime.sealer, runtime.settings.merchants)

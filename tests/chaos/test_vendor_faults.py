@@ -256,3 +256,29 @@ async def test_redeem_resent_after_the_card_was_closed_answers_what_the_first_at
         assert answer is not None and answer.redeemed.amount_minor == 12_34
         assert ((await ledger.get_card("demo", old)).balance_minor, (await ledger.get_card("demo", new)).balance_minor) \
             == (0, 27_66)
+
+
+async def test_reload_retried_after_the_card_was_closed_answers_the_reload_that_applied(redis_client, redis_url):
+    """The first reload applied (every reply lost), an exchange closed the card, then the client
+    retries: the refund service must not refuse it for the card's new state (its first attempt
+    may be why the state changed); the adapter answers what the first attempt did."""
+    async with paytronix_mesh(redis_url, settlement={"scheduler_enabled": False}) as (simulator, mesh):
+        ledger = SimulatorLedger(simulator.base_url)
+        old, new = "6035719000000051", "6035719000000052"
+        await ledger.create_card("demo", old, "USD", balance_minor=10_00)
+        await ledger.create_card("demo", new, "USD", balance_minor=0, active=False)
+        reload = rpb.ReloadRequest(request_id="reload-51", card=card(old), amount=usd(6_54))
+        httpx.post(f"{simulator.base_url}/_sim/faults", json={"fault": "timeout-after=3s", "path": "/gift/reload.json",
+                   "count": 20}, timeout=10).raise_for_status()  # the adapter's own resends too
+        with pytest.raises(grpc.aio.AioRpcError):
+            await mesh.stub("refund").Reload(reload, metadata=auth(), timeout=10)
+        httpx.delete(f"{simulator.base_url}/_sim/faults", timeout=10).raise_for_status()
+        await asyncio.sleep(1)  # the circuit breaker's cool-down (harness: 0.5 s)
+        assert (await ledger.get_card("demo", old)).balance_minor == 16_54  # applied once at the vendor
+        moved = await mesh.stub("fulfillment").ExchangeCard(fpb.ExchangeCardRequest(
+            request_id="xchg-51", from_card=card(old), to_card=card(new), reason=fpb.EXCHANGE_REASON_LOST),
+            metadata=auth(), timeout=20)
+        assert moved.moved.amount_minor == 16_54
+        answer, refused = await retry_until_answered(mesh.stub("refund").Reload, reload)
+        assert refused is None, f"refused although the vendor applied it: {refused.code()} {refused.details()}"
+        assert answer is not None and answer.transaction.amount.amount_minor == 6_54
