@@ -129,10 +129,10 @@ async def test_vendor_faults_long(redis_client, redis_url, vendor):
 
 
 @contextlib.asynccontextmanager
-async def paytronix_mesh(redis_url: str, settlement: dict | None = None):
-    """A Paytronix simulator and an all-in-one mesh whose merchant `demo` runs on it (its
-    resolver on a short grace unless `settlement` says otherwise)."""
-    harness = HARNESSES["paytronix"]
+async def vendor_mesh(redis_url: str, settlement: dict | None = None, vendor: str = "paytronix"):
+    """A vendor simulator and an all-in-one mesh whose merchant `demo` runs on it (its resolver
+    on a short grace unless `settlement` says otherwise)."""
+    harness = HARNESSES[vendor]
     simulator = start_simulator(harness.simulator)
     try:
         merchants = {"demo": {"api_key_sha256": [key_digest(DEMO_KEY)], "currencies": ["USD"],
@@ -173,7 +173,7 @@ def card(number: str) -> card_pb2.CardRef:
 async def test_void_resent_after_its_reply_was_lost_answers_the_whole_credit(redis_client, redis_url):
     """Paytronix answers a resent reversal with `transaction.already_reversed` and no amount: the
     void still reports what it gave back (the whole redemption), not zero."""
-    async with paytronix_mesh(redis_url) as (simulator, mesh):
+    async with vendor_mesh(redis_url) as (simulator, mesh):
         ledger = SimulatorLedger(simulator.base_url)
         number = "6035719000000021"
         await ledger.create_card("demo", number, "USD", balance_minor=40_00)
@@ -189,7 +189,7 @@ async def test_void_resent_after_its_reply_was_lost_answers_the_whole_credit(red
 
 
 async def test_reload_applied_at_paytronix_with_its_reply_lost_is_answered_once_faults_stop(redis_client, redis_url):
-    async with paytronix_mesh(redis_url) as (simulator, mesh):
+    async with vendor_mesh(redis_url) as (simulator, mesh):
         ledger = SimulatorLedger(simulator.base_url)
         number = "6035719000000001"
         await ledger.create_card("demo", number, "USD", balance_minor=10_00)
@@ -203,7 +203,7 @@ async def test_reload_applied_at_paytronix_with_its_reply_lost_is_answered_once_
 
 
 async def test_exchange_applied_at_paytronix_with_its_reply_lost_is_not_refused(redis_client, redis_url):
-    async with paytronix_mesh(redis_url) as (simulator, mesh):
+    async with vendor_mesh(redis_url) as (simulator, mesh):
         ledger = SimulatorLedger(simulator.base_url)
         old, new = "6035719000000011", "6035719000000012"
         await ledger.create_card("demo", old, "USD", balance_minor=30_00)
@@ -217,7 +217,7 @@ async def test_exchange_applied_at_paytronix_with_its_reply_lost_is_not_refused(
 
 
 async def test_cash_out_applied_at_paytronix_with_its_reply_lost_answers_what_it_removed(redis_client, redis_url):
-    async with paytronix_mesh(redis_url) as (simulator, mesh):
+    async with vendor_mesh(redis_url) as (simulator, mesh):
         ledger = SimulatorLedger(simulator.base_url)
         number = "6035719000000031"
         await ledger.create_card("demo", number, "USD", balance_minor=27_15)
@@ -233,7 +233,7 @@ async def test_redeem_resent_after_the_card_was_closed_answers_what_the_first_at
     """The first attempt applied (every reply lost), then another operation closed the card: the
     resend is refused by the vendor (card deactivated) but the first debit stands, so the client
     is told it was redeemed, not declined. (The resolver is off: it would reverse it first.)"""
-    async with paytronix_mesh(redis_url, settlement={"scheduler_enabled": False}) as (simulator, mesh):
+    async with vendor_mesh(redis_url, settlement={"scheduler_enabled": False}) as (simulator, mesh):
         ledger = SimulatorLedger(simulator.base_url)
         old, new = "6035719000000041", "6035719000000042"
         await ledger.create_card("demo", old, "USD", balance_minor=40_00)
@@ -262,7 +262,7 @@ async def test_reload_retried_after_the_card_was_closed_answers_the_reload_that_
     """The first reload applied (every reply lost), an exchange closed the card, then the client
     retries: the refund service must not refuse it for the card's new state (its first attempt
     may be why the state changed); the adapter answers what the first attempt did."""
-    async with paytronix_mesh(redis_url, settlement={"scheduler_enabled": False}) as (simulator, mesh):
+    async with vendor_mesh(redis_url, settlement={"scheduler_enabled": False}) as (simulator, mesh):
         ledger = SimulatorLedger(simulator.base_url)
         old, new = "6035719000000051", "6035719000000052"
         await ledger.create_card("demo", old, "USD", balance_minor=10_00)
@@ -282,3 +282,26 @@ async def test_reload_retried_after_the_card_was_closed_answers_the_reload_that_
         answer, refused = await retry_until_answered(mesh.stub("refund").Reload, reload)
         assert refused is None, f"refused although the vendor applied it: {refused.code()} {refused.details()}"
         assert answer is not None and answer.transaction.amount.amount_minor == 6_54
+
+
+async def test_radial_redeem_retried_after_the_card_was_cashed_out_answers_the_redemption_that_stands(
+        redis_client, redis_url):
+    """Radial: the first redeem applied with its reply lost, a cash-out then closed the card, and
+    the retry's void of the first attempt is refused (card deactivated): that redemption stands
+    and is the answer, not a decline."""
+    async with vendor_mesh(redis_url, settlement={"scheduler_enabled": False}, vendor="radial") as (simulator, mesh):
+        ledger = SimulatorLedger(simulator.base_url)
+        number = "6035719000000061"
+        await ledger.create_card("demo", number, "USD", balance_minor=40_00)
+        redeem = apb.RedeemRequest(request_id="redeem-61", card=card(number), amount=usd(12_34))
+        # One lost reply, and a deadline too short for the adapter's own resend.
+        lose_next_reply(simulator, HARNESSES["radial"].redeem_path, "timeout-after=5s")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await mesh.stub("authorization").Redeem(redeem, metadata=auth(), timeout=3)
+        assert (await ledger.get_card("demo", number)).balance_minor == 27_66  # applied once at the vendor
+        removed = await mesh.stub("refund").CashOut(rpb.CashOutRequest(request_id="cash-out-61", card=card(number),
+                                                                       reason="closing"), metadata=auth(), timeout=20)
+        assert removed.amount_removed.amount_minor == 27_66
+        answer, refused = await retry_until_answered(mesh.stub("authorization").Redeem, redeem)
+        assert refused is None, f"refused although the redemption stands: {refused.code()} {refused.details()}"
+        assert answer is not None and answer.redeemed.amount_minor == 12_34

@@ -25,6 +25,8 @@ from __future__ import annotations
 import secrets
 import time
 
+import grpc
+
 from common.config import ProviderProfile
 from common.context import current_call
 from common.errors import (
@@ -166,18 +168,43 @@ class RadialProvider(VendorProvider):
 
     async def _redeem(self, merchant, reference_id, card, amount: Money, order_id: str, *, fresh: bool = False):
         # Write-ahead: the amount under this reference is known before Radial can apply it.
-        await begin(self._journal, merchant, reference_id, JournalEntry(order_id, amount.amount_minor, amount.currency))
+        earlier = await begin(self._journal, merchant, reference_id,
+                              JournalEntry(order_id, amount.amount_minor, amount.currency))
         # The first RequestId is the reference's own, so a second call under it is recognised.
         first = None if fresh else t.request_id(reference_id, 0)
         rid, reply = await self._send("redeem", lambda rid: t.redeem(rid, card, amount, order_id), first)
         if reply.response_code == wire.FAIL and reply.error_code == "DuplicateRequestId" and not fresh:
             # An earlier call under this reference reached Radial; undo whatever it applied, then redo.
-            await self._void_all(merchant, reference_id, card)
+            if await self._earlier_stands(merchant, reference_id, card):
+                return await self._replayed(merchant, card, earlier[0])
             rid, reply = await self._send("redeem", lambda rid: t.redeem(rid, card, amount, order_id), None)
+        elif reply.response_code != wire.SUCCESS and earlier and not fresh:
+            # A resend refused (the card was closed since, say): the first attempt may have
+            # applied, and then it is the answer, not the refusal.
+            if await self._earlier_stands(merchant, reference_id, card):
+                return await self._replayed(merchant, card, earlier[0])
         if reply.response_code != wire.SUCCESS:
             raise t.error(reply, "redeem")
         return t.operation_result(reply, card.masked, reply.amount_redeemed, "AmountRedeemed",
                                   t.redemption_handle(order_id, amount))
+
+    async def _earlier_stands(self, merchant, reference_id, card) -> bool:
+        """Undo what earlier calls under this reference applied; True when one applied and can no
+        longer be undone (Radial refuses the void: the card changed since), so it stands."""
+        try:
+            await self._void_all(merchant, reference_id, card)
+        except MeshError as error:
+            if error.code == grpc.StatusCode.FAILED_PRECONDITION:
+                return True
+            raise
+        return False
+
+    async def _replayed(self, merchant, card, entry: JournalEntry) -> OperationResult:
+        """The answer of an earlier redemption that stands, from the journal."""
+        amount = Money(entry.amount_minor, entry.currency)
+        info = await self.balance(merchant, card)
+        return OperationResult(t.redemption_handle(entry.order_id, amount), amount, card.masked,
+                               balance=info.balance, status=info.status, replayed=True)
 
     async def _void(self, card, order_id: str, amount: Money) -> tuple[str, wire.Reply]:
         return await self._send("reverse", lambda rid: t.redeem_void(rid, card, amount, order_id), None)
