@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import time
 from collections import Counter
 from decimal import Decimal
@@ -31,6 +32,9 @@ from tests.support.mesh import DEMO_KEY, auth, start_mesh
 
 # Answers a client keeps retrying through (the same request_id) until a definite one.
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED)
+# Operations that debit a card at the vendor, and the audit's words for their open intents.
+DEBITS = ("redeem", "capture", "checkout")
+OPERATOR_INTENT = re.compile(r"(redeem|hold) still (pending|resolving) after the grace period")
 FAULTS = ["timeout-after", "reset-after", "http-503", "http-500", "reset", "timeout-before"]
 
 
@@ -103,8 +107,18 @@ async def _vendor_run(vendor: str, redis_url: str, *, rate: float, clients: int,
                            faults_injected=dict(injected), unanswered_during_faults=unanswered_during_faults,
                            vendor_errors_seen=sum(v for k, v in figures["statuses"].items()
                                                   if k not in ("OK", "FAILED_PRECONDITION")))
+            violations, left_for_operator = list(report.violations), []
+            if not harness.reverse_by_reference:
+                # Ackroo can neither find nor undo a debit whose reply was lost (no caller id, no
+                # lookup): its intent stays for an operator, the audit shows it, the client never
+                # gets an answer and the card is uncertain (excluded from the comparison).
+                left_for_operator = [v for v in violations if OPERATOR_INTENT.match(v.problem)]
+                violations = [v for v in violations if v not in left_for_operator]
+                still = [call for call in still if call[0] not in DEBITS]
+            figures["left_for_operator"] = len(left_for_operator)
             print("chaos figures:", json.dumps(figures, sort_keys=True))
-            assert report.ok, "\n".join(map(str, report.violations))
+            assert not violations, "\n".join(map(str, violations))
+            assert not left_for_operator or figures["uncertain_cards"] > 0, figures
             assert workload.model.wrong == []
             mismatches = await workload.mismatches()
             assert not mismatches, "\n".join(mismatches)
