@@ -319,3 +319,22 @@ async def test_radial_redeem_retried_after_the_card_was_cashed_out_answers_the_r
         answer, refused = await retry_until_answered(mesh.stub("authorization").Redeem, redeem)
         assert refused is None, f"refused although the redemption stands: {refused.code()} {refused.details()}"
         assert answer is not None and answer.redeemed.amount_minor == 12_34
+
+
+async def test_ackroo_write_whose_reply_was_lost_is_never_sent_twice(redis_client, redis_url):
+    """Ackroo deduplicates nothing: after a lost reply, a retry of the redeem must not debit the
+    card again; it answers 'outcome unknown' (the operator's case) and the card moved once."""
+    async with vendor_mesh(redis_url, settlement={"scheduler_enabled": False}, vendor="ackroo") as (simulator, mesh):
+        ledger = SimulatorLedger(simulator.base_url)
+        number = "6035719000000071"
+        await ledger.create_card("demo", number, "USD", balance_minor=40_00)
+        redeem = apb.RedeemRequest(request_id="redeem-71", card=card(number), amount=usd(12_34))
+        lose_next_reply(simulator, HARNESSES["ackroo"].redeem_path, "timeout-after=5s")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await mesh.stub("authorization").Redeem(redeem, metadata=auth(), timeout=3)
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await mesh.stub("authorization").Redeem(redeem, metadata=auth(), timeout=10)
+            assert caught.value.code() in RETRYABLE, caught.value
+            await asyncio.sleep(0.5)
+        assert (await ledger.get_card("demo", number)).balance_minor == 27_66  # debited once, never again

@@ -7,10 +7,14 @@ Profile: `base_url`, `credentials: {token}` (Bearer), `options: {device_id, cler
 from __future__ import annotations
 
 from gateway.adapters.ackroo.provider import AckrooProvider
+from gateway.adapters.journal import RedisReferenceJournal
 
 
-def build(profile, *, breaker=None, tracer_provider=None, transport=None) -> AckrooProvider:
-    return AckrooProvider.from_profile(profile, breaker=breaker, tracer_provider=tracer_provider, transport=transport)
+def build(profile, *, breaker=None, tracer_provider=None, transport=None, redis=None) -> AckrooProvider:
+    journal = RedisReferenceJournal(redis, "ackroo") if redis is not None else None
+    return AckrooProvider.from_profile(
+        profile, breaker=breaker, tracer_provider=tracer_provider, transport=transport, journal=journal,
+    )
 
 
 __all__ = ["AckrooProvider", "build"]
