@@ -47,6 +47,7 @@ What `commit` guarantees, so adapters don't repeat it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -217,6 +218,9 @@ class VendorReply:
     status_code: int
     body: Any  # parsed JSON, or None when the body was not JSON
     text: str = field(default="", repr=False)
+    # True when this reply answers a resend whose earlier attempt may have been applied (its
+    # reply was lost): a refusal then does not prove that nothing moved.
+    resent: bool = False
 
     @property
     def json_object(self) -> dict[str, Any]:
@@ -324,7 +328,7 @@ class VendorHttp:
             else:
                 if reply.status_code < 500:
                     self.breaker.record_success()
-                    return reply
+                    return dataclasses.replace(reply, resent=True) if uncertain else reply
                 self.breaker.record_failure()
                 if reply.status_code in (502, 503):
                     # Refused in front of the application (proxy / overload): not applied.

@@ -134,10 +134,11 @@ class PaytronixProvider(VendorProvider):
         if code == "transaction.duplicate_external_id":
             # Sent before: by an earlier call, or by this call's own resend after a lost reply.
             return await self._replayed(merchant, card, earlier.amount_minor if earlier else amount_minor)
-        if earlier is not None and code is not None and not await self._undone(payload["externalTransactionId"]):
+        if (earlier is not None or reply.resent) and code is not None \
+                and not await self._undone(payload["externalTransactionId"]):
             # The resend was refused (e.g. the card was closed since) but the first attempt
             # applied and stays: that is the answer, not the refusal.
-            return await self._replayed(merchant, card, earlier.amount_minor)
+            return await self._replayed(merchant, card, earlier.amount_minor if earlier else amount_minor)
         body = t.success_or_raise(operation, reply)
         return t.to_result(operation, body, card, self._currency)
 
