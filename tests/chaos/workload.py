@@ -263,10 +263,20 @@ class Workload:
             return
         hold_id, card = self.rng.choice(self.pools.holds)
         final = self.rng.random() < 0.6
-        reply = await self.call("capture", "settlement", "Capture", spb.CaptureRequest(
+        request = spb.CaptureRequest(
             request_id=self._request_id("cap"), hold_id=hold_id, amount=usd(self.rng.randint(50, 15_00)),
-            shipment_id=f"s-{self._request}", final_shipment=final), (card,))
+            shipment_id=f"s-{self._request}", final_shipment=final)
+        reply = await self.call("capture", "settlement", "Capture", request, (card,))
+        for _ in range(self.max_attempts):
+            # SUBMITTED: another attempt of this capture is at the provider; ask again for the outcome.
+            if reply is None or reply.settlement.state != spb.SETTLEMENT_STATE_SUBMITTED:
+                break
+            await asyncio.sleep(self.retry_pause)
+            reply = await self.call("capture", "settlement", "Capture", request, (card,))
         if reply is None:
+            return
+        if reply.settlement.state == spb.SETTLEMENT_STATE_SUBMITTED:
+            self.model.uncertain.add(card)  # never learned the outcome
             return
         settlement = reply.settlement
         if settlement.state == spb.SETTLEMENT_STATE_SETTLED:
